@@ -1,0 +1,1 @@
+"""Xero identity: discovery, connect sessions, callback, id_token, grants, refresh, revoke."""

@@ -1,0 +1,1 @@
+"""Vendors, API keys, request-signature verification, tenants and connections."""

@@ -1,0 +1,1 @@
+"""Unsigned HTTP surface: health, the OpenAPI document, hosted pages."""

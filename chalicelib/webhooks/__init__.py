@@ -1,0 +1,1 @@
+"""Outbox, Standard Webhooks signing, delivery and retries, SSRF guard, event log."""

@@ -1,0 +1,1 @@
+"""The XPM client (XML in/out), JSON mapping, rate governor, search, create, push jobs, sync."""
