@@ -50,6 +50,9 @@ class SandboxConfig:
     # "reissue" = yet another new pair; "same" = the pair issued by the first refresh again.
     grace_mode: str = "reissue"
     limits: Limits = field(default_factory=Limits)
+    # The official /connections example shows tenantName null for a PRACTICEMANAGER tenant (§1.8);
+    # True makes new XPM connections carry null so a broker's fallback naming gets exercised.
+    practice_tenant_name_null: bool = False
 
 
 @dataclass
@@ -138,6 +141,7 @@ class Grant:
     last_issued: dict[str, Any] | None = None  # the response of the latest refresh ("same" grace mode)
     revoked: bool = False
     global_session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    auth_time: float = 0.0  # when the user signed in (the tokens' auth_time claim, §1.9)
 
 
 @dataclass

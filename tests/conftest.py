@@ -43,3 +43,33 @@ def sandbox(sandbox_server: object) -> object:
     assert isinstance(sandbox_server, SandboxServer)
     sandbox_server.state.reset()
     return sandbox_server
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on a free loopback port: local AWS over real HTTP, as the dev stack runs it."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def local_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """AWS_ENDPOINT_URL pointed at a freshly reset moto server, and Settings rebuilt from it."""
+    import requests
+
+    from chalicelib.config import reset_settings
+
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("XPMB_STAGE", "local")
+    reset_settings()
+    yield moto_endpoint
+    reset_settings()

@@ -1,0 +1,68 @@
+"""Request ids and problem+json for every HTTP response (the one place errors are rendered).
+
+Chalice turns a view's exceptions into its own 500 body before middleware runs, so the
+translation wraps each view instead (``install``), and the middleware adds ``X-Request-Id``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from chalice import Chalice, Response
+
+from chalicelib.errors import BrokerError, internal_error
+
+logger = logging.getLogger("xpmb.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+
+def request_id_for(headers: Any, context: dict[str, Any] | None) -> str:
+    """Honour a sane inbound X-Request-Id, else API Gateway's id, else a new UUID."""
+    inbound = headers.get("x-request-id") if headers is not None else None
+    if isinstance(inbound, str) and _REQUEST_ID.match(inbound):
+        return inbound
+    gateway_id = (context or {}).get("requestId")
+    if isinstance(gateway_id, str) and _REQUEST_ID.match(gateway_id):
+        return gateway_id
+    return str(uuid.uuid4())
+
+
+def problem_response(error: BrokerError, request_id: str | None) -> Response:
+    status, headers, body = error.render(request_id)
+    return Response(body=body, status_code=status, headers=headers)
+
+
+def _wrap_view(app: Chalice, view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def wrapper(**kwargs: Any) -> Any:
+        try:
+            return view(**kwargs)
+        except BrokerError as error:
+            return problem_response(error, app.current_request.context.get("xpmb_request_id"))
+        except Exception:
+            logger.exception("unhandled error in %s", view.__name__)
+            return problem_response(internal_error(), app.current_request.context.get("xpmb_request_id"))
+
+    return wrapper
+
+
+def install(app: Chalice) -> None:
+    """Wrap every registered view and add the request-id middleware. Call after blueprints."""
+    for methods in app.routes.values():
+        for entry in methods.values():
+            if not getattr(entry.view_function, "_xpmb_wrapped", False):
+                entry.view_function = _wrap_view(app, entry.view_function)
+                entry.view_function._xpmb_wrapped = True  # type: ignore[attr-defined]
+
+    @app.middleware("http")
+    def add_request_id(event: Any, get_response: Callable[[Any], Response]) -> Response:
+        request_id = request_id_for(event.headers, event.context)
+        event.context["xpmb_request_id"] = request_id
+        response = get_response(event)
+        response.headers["X-Request-Id"] = request_id
+        return response
