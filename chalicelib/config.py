@@ -14,9 +14,7 @@ from functools import lru_cache
 from chalicelib.errors import ConfigurationError
 
 STAGES = ("local", "dev", "prod")
-DEFAULT_SCOPES = (
-    "openid profile email offline_access practicemanager.client practicemanager.staff.read"
-)
+DEFAULT_SCOPES = "openid profile email offline_access practicemanager.client practicemanager.staff.read"
 
 
 def _truthy(value: str) -> bool:

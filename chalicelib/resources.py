@@ -115,9 +115,7 @@ TABLES: tuple[TableDef, ...] = (
         indexes=(Index("by_grant", Key("grant_id")),),
         purpose="one per vendor x tenant_ref: the bound XPM practice",
     ),
-    TableDef(
-        "connect_sessions", Key("session_id"), ttl_attribute="expires_at_ttl", purpose="connect flows"
-    ),
+    TableDef("connect_sessions", Key("session_id"), ttl_attribute="expires_at_ttl", purpose="connect flows"),
     TableDef("oauth_states", Key("state"), ttl_attribute="expires_at_ttl", purpose="one-time state"),
     TableDef("request_nonces", Key("nonce_key"), ttl_attribute="expires_at_ttl", purpose="replay guard"),
     TableDef("audit", Key("vendor_id"), Key("audit_id"), purpose="append-only audit trail"),

@@ -227,6 +227,7 @@ class DevStack:
         else:
             lines.append(f"  Xero          {env['XERO_IDENTITY_URL']} / {env['XERO_API_URL']} (external)")
         lines.append("  pump          drives the app's schedules and SQS queues")
+        lines.append("  processes     " + ", ".join(f"{c.name}={c.process.pid}" for c in self.children))
         lines.append("Press Ctrl-C to stop everything.")
         return "\n".join(lines)
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from chalice import Chalice, Response
+from chalice.app import Chalice, Response
 
 from chalicelib.errors import BrokerError, internal_error
 
@@ -34,7 +34,12 @@ def request_id_for(headers: Any, context: dict[str, Any] | None) -> str:
 
 def problem_response(error: BrokerError, request_id: str | None) -> Response:
     status, headers, body = error.render(request_id)
-    return Response(body=body, status_code=status, headers=headers)
+    return Response(body=body, status_code=status, headers=dict(headers.items()))
+
+
+def _current_request_id(app: Chalice) -> str | None:
+    request = app.current_request
+    return None if request is None else request.context.get("xpmb_request_id")
 
 
 def _wrap_view(app: Chalice, view: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,10 +48,10 @@ def _wrap_view(app: Chalice, view: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return view(**kwargs)
         except BrokerError as error:
-            return problem_response(error, app.current_request.context.get("xpmb_request_id"))
+            return problem_response(error, _current_request_id(app))
         except Exception:
             logger.exception("unhandled error in %s", view.__name__)
-            return problem_response(internal_error(), app.current_request.context.get("xpmb_request_id"))
+            return problem_response(internal_error(), _current_request_id(app))
 
     return wrapper
 

@@ -31,7 +31,7 @@ def test_aws_requires_a_stage_and_a_key() -> None:
 def test_unknown_stage_and_api_version_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="one of"):
         build_settings({"XPMB_STAGE": "staging", "XPMB_KMS_KEY_ID": "k"})
-    with pytest.raises(ConfigurationError, match="3.0 or 3.1"):
+    with pytest.raises(ConfigurationError, match=r"3\.0 or 3\.1"):
         build_settings({"AWS_ENDPOINT_URL": "http://x", "XPMB_XPM_API_VERSION": "2.0"})
 
 

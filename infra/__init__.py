@@ -1,0 +1,1 @@
+"""CloudFormation for the broker's own resources, generated from chalicelib.resources."""
