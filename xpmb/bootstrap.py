@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.aws import aws_client as client
 from chalicelib.config import Settings
 from chalicelib.resources import QUEUES, TABLES
-from xpmb.aws import client
 
 
 @dataclass

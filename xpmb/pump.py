@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from chalicelib.aws import aws_client as client
 from chalicelib.config import Settings
-from xpmb.aws import client
 
 logger = logging.getLogger("xpmb.pump")
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
