@@ -1,0 +1,91 @@
+"""Grants (Xero token sets), connect sessions and one-time OAuth states."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+
+from chalicelib.storage import BrokerModel
+
+
+class GrantsByNextRotation(GlobalSecondaryIndex["Grant"]):
+    class Meta:
+        index_name = "by_next_rotation"
+        projection = AllProjection()
+
+    rotation_shard = UnicodeAttribute(hash_key=True)
+    next_rotation_at = NumberAttribute(range_key=True)
+
+
+class Grant(BrokerModel):
+    """One Xero token set per vendor x Xero user (tokens belong to the user: xero-reference §1.5).
+
+    ``token_ct`` holds the encrypted refresh + access token pair; ``version`` fences writes and
+    ``lease_owner``/``lease_until`` make refreshes single-flight (checklist D1, D2).
+    """
+
+    logical_table = "grants"
+
+    grant_id = UnicodeAttribute(hash_key=True)
+    vendor_id = UnicodeAttribute()
+    xero_user_id = UnicodeAttribute()
+    token_ct = UnicodeAttribute(null=True)  # envelope-encrypted JSON (purpose xero-token-set)
+    version = NumberAttribute(default=0)
+    status = UnicodeAttribute(default="active")  # active | needs_reauthorisation | revoked
+    scopes = UnicodeAttribute(default="")
+    access_expires_at = NumberAttribute(default=0)
+    refresh_issued_at = NumberAttribute(default=0)
+    refresh_expires_at = NumberAttribute(default=0)
+    last_refreshed_at = NumberAttribute(null=True)
+    lease_owner = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(null=True)
+    rotation_shard = UnicodeAttribute(null=True)
+    next_rotation_at = NumberAttribute(null=True)
+    created_at = NumberAttribute()
+    by_next_rotation = GrantsByNextRotation()
+
+
+class SessionUser(MapAttribute[str, object]):
+    id = UnicodeAttribute(null=True)
+    email = UnicodeAttribute(null=True)
+    mfa_verified = BooleanAttribute(null=True)
+
+
+class ConnectSession(BrokerModel):
+    """A vendor-initiated connect flow: single use, 10 minutes (checklist A9)."""
+
+    logical_table = "connect_sessions"
+
+    session_id = UnicodeAttribute(hash_key=True)
+    vendor_id = UnicodeAttribute()
+    tenant_ref = UnicodeAttribute()
+    return_url = UnicodeAttribute()
+    mode = UnicodeAttribute(default="connect")  # connect | reauthorise
+    allow_practice_change = BooleanAttribute(default=False)
+    user = SessionUser(null=True)
+    status = UnicodeAttribute(default="pending")  # pending | started | completed | failed
+    created_at = NumberAttribute()
+    expires_at = NumberAttribute()
+    expires_at_ttl = TTLAttribute(null=True)
+
+
+class OAuthState(BrokerModel):
+    """The server side of one authorization request: consumed once by the callback (A1, A2, A7)."""
+
+    logical_table = "oauth_states"
+
+    state = UnicodeAttribute(hash_key=True)
+    session_id = UnicodeAttribute()
+    vendor_id = UnicodeAttribute()
+    browser_binding = UnicodeAttribute()  # sha256 of the cookie value, never the value itself
+    secrets_ct = UnicodeAttribute()  # envelope-encrypted {"code_verifier", "nonce"} (purpose oauth-state)
+    issuer = UnicodeAttribute()
+    redirect_uri = UnicodeAttribute()
+    expires_at = NumberAttribute()
+    expires_at_ttl = TTLAttribute(null=True)

@@ -1,0 +1,81 @@
+"""PynamoDB plumbing: every model takes its physical table name from Settings on first use.
+
+PynamoDB reads ``Meta`` when a class is defined, but the table prefix and region come from the
+environment (and the Chalice test client sets env per request), so models declare a logical
+table from ``chalicelib.resources`` and are bound to the current Settings lazily
+(stack-notes.md §2.1). No client or table is touched at import.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from typing import Any, ClassVar
+
+from pynamodb.models import Model
+
+from chalicelib.config import Settings, get_settings
+from chalicelib.errors import BrokerError
+
+_models: list[type[BrokerModel]] = []
+_bound: Settings | None = None
+_lock = threading.Lock()
+
+
+class BrokerModel(Model):
+    """Base for the broker's models; subclasses set ``logical_table`` (a resources.TABLES name)."""
+
+    logical_table: ClassVar[str] = ""
+
+    class Meta:
+        table_name = "unbound"
+        region = "us-east-1"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.logical_table:
+            _models.append(cls)
+
+    @classmethod
+    def _get_connection(cls) -> Any:
+        ensure_bound()
+        return super()._get_connection()
+
+
+def registered_models() -> list[type[BrokerModel]]:
+    return list(_models)
+
+
+def bind(settings: Settings) -> None:
+    global _bound  # noqa: PLW0603 - the binding is per process, like the settings
+    with _lock:
+        for model in _models:
+            model.Meta.table_name = settings.table_name(model.logical_table)
+            model.Meta.region = settings.aws_region
+            model._connection = None
+        _bound = settings
+
+
+def ensure_bound() -> None:
+    settings = get_settings()
+    if _bound is not settings:
+        bind(settings)
+
+
+def new_id(prefix: str) -> str:
+    """An opaque id with a readable prefix, e.g. ``v_3kT...``."""
+    return f"{prefix}_{secrets.token_urlsafe(16)}"
+
+
+def sortable_id(prefix: str = "", now: float | None = None) -> str:
+    """A time-ordered id: millisecond timestamp then randomness (for events and audit rows)."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"{prefix}{millis:013d}{secrets.token_hex(5)}"
+
+
+class StorageUnavailable(BrokerError):
+    def __init__(self) -> None:
+        super().__init__(
+            "storage_unavailable", 503, "Storage unavailable", "Try again shortly.", {"Retry-After": "2"}
+        )

@@ -1,0 +1,87 @@
+"""Vendors, their API keys, and connections (one per vendor x tenant_ref)."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+
+from chalicelib.storage import BrokerModel
+
+
+class Vendor(BrokerModel):
+    logical_table = "vendors"
+
+    vendor_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    xero_client_id = UnicodeAttribute()
+    xero_client_secret_ct = UnicodeAttribute()  # envelope-encrypted (purpose xero-client-secret)
+    return_urls = ListAttribute(of=UnicodeAttribute)
+    webhook_url = UnicodeAttribute(null=True)
+    webhook_secret_ct = UnicodeAttribute(null=True)  # envelope-encrypted (purpose webhook-secret)
+    scopes = UnicodeAttribute()
+    require_mfa_attestation = BooleanAttribute(default=False)
+    allow_sensitive_fields = BooleanAttribute(default=False)
+    created_at = NumberAttribute()
+
+
+class KeysByVendor(GlobalSecondaryIndex["VendorKey"]):
+    class Meta:
+        index_name = "by_vendor"
+        projection = AllProjection()
+
+    vendor_id = UnicodeAttribute(hash_key=True)
+
+
+class VendorKey(BrokerModel):
+    """A signing key (RFC 9421 hmac-sha256). Two may be active at once for rotation (B7)."""
+
+    logical_table = "vendor_keys"
+
+    key_id = UnicodeAttribute(hash_key=True)
+    vendor_id = UnicodeAttribute()
+    secret_ct = UnicodeAttribute()  # envelope-encrypted (purpose vendor-api-key)
+    status = UnicodeAttribute(default="active")  # active | revoked
+    created_at = NumberAttribute()
+    revoked_at = NumberAttribute(null=True)
+    by_vendor = KeysByVendor()
+
+
+class AuthorisedBy(MapAttribute[str, str]):
+    xero_user_id = UnicodeAttribute(null=True)
+    name = UnicodeAttribute(null=True)
+    email = UnicodeAttribute(null=True)
+
+
+class ConnectionsByGrant(GlobalSecondaryIndex["Connection"]):
+    class Meta:
+        index_name = "by_grant"
+        projection = AllProjection()
+
+    grant_id = UnicodeAttribute(hash_key=True)
+
+
+class Connection(BrokerModel):
+    """The XPM practice a vendor's tenant is bound to. Never holds tokens (they live on the grant)."""
+
+    logical_table = "connections"
+
+    vendor_id = UnicodeAttribute(hash_key=True)
+    tenant_ref = UnicodeAttribute(range_key=True)
+    status = UnicodeAttribute()  # active | needs_reauthorisation | revoked
+    xero_tenant_id = UnicodeAttribute(null=True)
+    xero_connection_id = UnicodeAttribute(null=True)
+    grant_id = UnicodeAttribute(null=True)
+    practice_name = UnicodeAttribute(null=True)
+    scopes = ListAttribute(of=UnicodeAttribute, null=True)
+    authorised_by = AuthorisedBy(null=True)
+    status_reason = UnicodeAttribute(null=True)
+    connected_at = NumberAttribute(null=True)
+    updated_at = NumberAttribute()
+    revoked_at = NumberAttribute(null=True)
+    by_grant = ConnectionsByGrant()
