@@ -33,6 +33,8 @@ class BrokerModel(Model):
         region = "us-east-1"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Each model needs its own Meta: binding sets the table name per class.
+        cls.Meta = type("Meta", (BrokerModel.Meta,), {})  # type: ignore[misc,assignment]
         super().__init_subclass__(**kwargs)
         if cls.logical_table:
             _models.append(cls)

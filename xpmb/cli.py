@@ -1,9 +1,24 @@
-"""The operator CLI ``xpm-broker`` (contract.md §3)."""
+"""The operator CLI ``xpm-broker`` (contract.md §3).
+
+Works against the local stack (AWS_ENDPOINT_URL set) or AWS (XPMB_STAGE, XPMB_KMS_KEY_ID and
+the usual AWS credentials), reading the same variables as the app.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any
+
+from chalicelib.errors import BrokerError
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: list[str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload))
+    else:
+        print("\n".join(lines))
 
 
 def _dev(_: argparse.Namespace) -> int:
@@ -24,15 +39,140 @@ def _bootstrap(_: argparse.Namespace) -> int:
     return 0
 
 
+def _vendors_create(args: argparse.Namespace) -> int:
+    from chalicelib.tenants.vendors import create_vendor
+
+    created = create_vendor(
+        name=args.name,
+        xero_client_id=args.xero_client_id,
+        xero_client_secret=args.xero_client_secret,
+        return_urls=args.return_url,
+        webhook_url=args.webhook_url,
+        scopes=args.scopes,
+        require_mfa_attestation=args.require_mfa_attestation,
+        allow_sensitive_fields=args.allow_sensitive_fields,
+    )
+    payload = {
+        "vendor_id": created.vendor_id,
+        "key_id": created.key.key_id,
+        "key_secret": created.key.key_secret,
+        "webhook_secret": created.webhook_secret,
+    }
+    _emit(
+        args,
+        payload,
+        [
+            f"vendor_id       {created.vendor_id}",
+            f"key_id          {created.key.key_id}",
+            f"key_secret      {created.key.key_secret}",
+            f"webhook_secret  {created.webhook_secret}",
+            "The secrets are shown once: store them in the vendor's secret manager now.",
+        ],
+    )
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from chalicelib.tenants.vendors import rotate_key
+
+    key = rotate_key(args.vendor_id)
+    payload = {"vendor_id": args.vendor_id, "key_id": key.key_id, "key_secret": key.key_secret}
+    _emit(
+        args,
+        payload,
+        [
+            f"key_id      {key.key_id}",
+            f"key_secret  {key.key_secret}",
+            "The previous key stays valid until revoked: xpm-broker vendors keys revoke VENDOR_ID KEY_ID",
+        ],
+    )
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from chalicelib.tenants.vendors import revoke_key
+
+    revoke_key(args.vendor_id, args.key_id)
+    _emit(
+        args,
+        {"vendor_id": args.vendor_id, "key_id": args.key_id, "status": "revoked"},
+        [f"revoked {args.key_id}"],
+    )
+    return 0
+
+
+def _tenants_list(args: argparse.Namespace) -> int:
+    from chalicelib.tenants.vendors import list_tenants
+
+    rows = list_tenants(args.vendor_id, args.status)
+    if args.json:
+        print(json.dumps([_tenant_row(c) for c in rows]))
+        return 0
+    if not rows:
+        print("no tenants")
+        return 0
+    print(f"{'TENANT_REF':<32} {'STATUS':<24} {'PRACTICE':<40} XERO_TENANT_ID")
+    for c in rows:
+        print(f"{c.tenant_ref:<32} {c.status:<24} {(c.practice_name or '-'):<40} {c.xero_tenant_id or '-'}")
+    return 0
+
+
+def _tenant_row(connection: Any) -> dict[str, Any]:
+    return {
+        "tenant_ref": connection.tenant_ref,
+        "status": connection.status,
+        "practice_name": connection.practice_name,
+        "xero_tenant_id": connection.xero_tenant_id,
+        "connected_at": connection.connected_at,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xpm-broker", description="Operate an xpm-broker deployment.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    dev = commands.add_parser("dev", help="run the embedded local stack (what `make run` starts)")
-    dev.set_defaults(func=_dev)
-    boot = commands.add_parser(
-        "bootstrap", help="create the tables, KMS key and queues (local stack: against AWS_ENDPOINT_URL)"
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("dev", help="run the embedded local stack (what `make run` starts)").set_defaults(
+        func=_dev
     )
-    boot.set_defaults(func=_bootstrap)
+    commands.add_parser(
+        "bootstrap", help="create the tables, KMS key and queues (local stack: against AWS_ENDPOINT_URL)"
+    ).set_defaults(func=_bootstrap)
+
+    vendors = commands.add_parser("vendors", help="register vendors and manage their API keys")
+    vendor_commands = vendors.add_subparsers(dest="vendors_command", required=True, metavar="COMMAND")
+    create = vendor_commands.add_parser(
+        "create", help="register a vendor; prints its key and webhook secret once"
+    )
+    create.add_argument("--name", required=True)
+    create.add_argument("--xero-client-id", required=True)
+    create.add_argument("--xero-client-secret", required=True)
+    create.add_argument("--return-url", action="append", required=True, help="exact return URL (repeatable)")
+    create.add_argument("--webhook-url")
+    create.add_argument("--scopes", help="Xero scopes for this vendor's app (default: XPMB_XERO_SCOPES)")
+    create.add_argument("--require-mfa-attestation", action="store_true")
+    create.add_argument("--allow-sensitive-fields", action="store_true")
+    create.add_argument("--json", action="store_true", help="emit one JSON object")
+    create.set_defaults(func=_vendors_create)
+
+    keys = vendor_commands.add_parser("keys", help="rotate or revoke a vendor's API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    rotate = key_commands.add_parser("rotate", help="issue a new key (the old one stays valid until revoked)")
+    rotate.add_argument("vendor_id")
+    rotate.add_argument("--json", action="store_true")
+    rotate.set_defaults(func=_keys_rotate)
+    revoke = key_commands.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("vendor_id")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--json", action="store_true")
+    revoke.set_defaults(func=_keys_revoke)
+
+    tenants = commands.add_parser("tenants", help="inspect a vendor's tenants")
+    tenant_commands = tenants.add_subparsers(dest="tenants_command", required=True, metavar="COMMAND")
+    listing = tenant_commands.add_parser("list", help="list a vendor's tenants and their connection status")
+    listing.add_argument("vendor_id")
+    listing.add_argument("--status", choices=["active", "needs_reauthorisation", "revoked"])
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_tenants_list)
     return parser
 
 
@@ -40,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokerError as error:
+        print(f"xpm-broker: {error.code}: {error.detail or error.title}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

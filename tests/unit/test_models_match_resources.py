@@ -1,0 +1,26 @@
+"""Every PynamoDB model uses a table from the one definition source, with the same keys and indexes."""
+
+from __future__ import annotations
+
+import chalicelib.audit
+import chalicelib.oauth.models
+import chalicelib.tenants.models
+import chalicelib.webhooks.models  # noqa: F401 - importing registers the models
+from chalicelib.resources import table_def
+from chalicelib.storage import registered_models
+
+
+def test_models_agree_with_table_definitions() -> None:
+    models = registered_models()
+    assert len(models) >= 8
+    for model in models:
+        table = table_def(model.logical_table)
+        attributes = model.get_attributes()
+        hash_keys = [a.attr_name for a in attributes.values() if a.is_hash_key]
+        range_keys = [a.attr_name for a in attributes.values() if a.is_range_key]
+        assert hash_keys == [table.hash_key.name], model.__name__
+        assert range_keys == ([table.range_key.name] if table.range_key else []), model.__name__
+        indexes = {i.Meta.index_name for i in model._indexes.values()}
+        assert indexes == {i.name for i in table.indexes}, model.__name__
+        if table.ttl_attribute:
+            assert table.ttl_attribute in attributes, model.__name__
