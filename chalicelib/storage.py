@@ -81,3 +81,20 @@ class StorageUnavailable(BrokerError):
         super().__init__(
             "storage_unavailable", 503, "Storage unavailable", "Try again shortly.", {"Retry-After": "2"}
         )
+
+
+def transaction() -> Any:
+    """A PynamoDB ``TransactWrite`` on the configured region/endpoint (outbox writes, E9)."""
+    from pynamodb.connection import Connection
+    from pynamodb.transactions import TransactWrite
+
+    ensure_bound()
+    return TransactWrite(connection=Connection(region=get_settings().aws_region))
+
+
+def is_conditional_failure(exc: Exception) -> bool:
+    cause = getattr(exc, "cause_response_code", None)
+    if cause == "ConditionalCheckFailedException":
+        return True
+    reasons = getattr(exc, "cancellation_reasons", None) or []
+    return any(r is not None and getattr(r, "code", "") == "ConditionalCheckFailed" for r in reasons)

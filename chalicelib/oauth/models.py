@@ -89,3 +89,7 @@ class OAuthState(BrokerModel):
     redirect_uri = UnicodeAttribute()
     expires_at = NumberAttribute()
     expires_at_ttl = TTLAttribute(null=True)
+
+
+def session_user(**fields: object) -> SessionUser:
+    return SessionUser(**fields)

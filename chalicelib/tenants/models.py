@@ -78,10 +78,14 @@ class Connection(BrokerModel):
     xero_connection_id = UnicodeAttribute(null=True)
     grant_id = UnicodeAttribute(null=True)
     practice_name = UnicodeAttribute(null=True)
-    scopes = ListAttribute(of=UnicodeAttribute, null=True)
+    scopes = UnicodeAttribute(null=True)  # space-separated, as Xero grants them
     authorised_by = AuthorisedBy(null=True)
     status_reason = UnicodeAttribute(null=True)
     connected_at = NumberAttribute(null=True)
     updated_at = NumberAttribute()
     revoked_at = NumberAttribute(null=True)
     by_grant = ConnectionsByGrant()
+
+
+def authorised_by(xero_user_id: str, name: str | None, email: str | None) -> AuthorisedBy:
+    return AuthorisedBy(xero_user_id=xero_user_id, name=name, email=email)

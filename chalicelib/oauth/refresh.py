@@ -1,0 +1,223 @@
+"""Single-flight refresh of a grant: a DynamoDB lease plus a version-fenced write (checklist D1, D2).
+
+Xero refresh tokens are single use (xero-reference §1.5): two workers refreshing the same grant
+would leave one of them holding a dead token. So exactly one worker refreshes; the others wait,
+re-read and use the winner's token. The new pair is persisted before its access token is used,
+and the old refresh token stays stored until the new one is (D3). ``invalid_grant`` after a
+re-read that shows a newer version is a race, not a revocation.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from typing import Any
+
+from pynamodb.exceptions import PynamoDBException
+
+from chalicelib.audit import audit_record
+from chalicelib.oauth.discovery import identity_provider
+from chalicelib.oauth.errors import InvalidGrant, UpstreamError
+from chalicelib.oauth.grants import apply_token_set, read_tokens, xero_app_for
+from chalicelib.oauth.models import Grant
+from chalicelib.oauth.xero_identity import TokenSet, refresh
+from chalicelib.storage import StorageUnavailable, is_conditional_failure, transaction
+from chalicelib.tenants.models import Connection
+from chalicelib.tenants.vendors import get_vendor
+from chalicelib.webhooks.models import outbox_event
+
+logger = logging.getLogger("xpmb.refresh")
+
+LEASE_SECONDS = 60  # shorter than the Lambda timeout, longer than Xero's timeout plus the write
+MIN_REMAINING = 60  # use an access token only while it has more than a minute left
+WAIT_SECONDS = 20.0
+WRITE_ATTEMPTS = 3
+
+
+def load_grant(grant_id: str) -> Grant:
+    try:
+        return Grant.get(grant_id, consistent_read=True)
+    except Grant.DoesNotExist as exc:
+        raise _not_active("the connection's authorisation no longer exists") from exc
+    except PynamoDBException as exc:
+        raise StorageUnavailable() from exc
+
+
+def valid_access_token(grant_id: str, now: float | None = None) -> tuple[str, int]:
+    """An access token with more than ``MIN_REMAINING`` seconds left, and the grant version."""
+    grant = load_grant(grant_id)
+    _ensure_active(grant)
+    current = time.time() if now is None else now
+    if grant.access_expires_at - current > MIN_REMAINING:
+        return read_tokens(grant).access_token, int(grant.version)
+    tokens, version = refresh_grant(grant_id, seen_version=int(grant.version))
+    return tokens.access_token, version
+
+
+def refresh_grant(grant_id: str, *, seen_version: int | None = None) -> tuple[TokenSet, int]:
+    """Refresh the grant unless another worker already did since ``seen_version``.
+
+    Returns the usable token set and the version it is stored under.
+    """
+    owner = uuid.uuid4().hex
+    deadline = time.monotonic() + WAIT_SECONDS
+    delay = 0.05
+    while True:
+        grant = load_grant(grant_id)
+        _ensure_active(grant)
+        if seen_version is not None and grant.version > seen_version:
+            return read_tokens(grant), int(grant.version)  # someone else refreshed: use theirs
+        if _acquire_lease(grant, owner):
+            break
+        if seen_version is None:
+            seen_version = int(grant.version)
+        if time.monotonic() > deadline:
+            raise UpstreamError("another refresh of this connection is still in progress", status=503)
+        time.sleep(delay + random.uniform(0, delay))  # noqa: S311 - jitter, not security
+        delay = min(delay * 2, 0.5)
+    return _refresh_holding_lease(grant, owner)
+
+
+def _refresh_holding_lease(grant: Grant, owner: str) -> tuple[TokenSet, int]:
+    vendor = get_vendor(grant.vendor_id)
+    app = xero_app_for(vendor)
+    token_endpoint = identity_provider(_issuer()).metadata().token_endpoint
+    old = read_tokens(grant)
+    try:
+        new = refresh(app, token_endpoint, old.refresh_token)
+    except InvalidGrant:
+        latest = load_grant(grant.grant_id)
+        if latest.version > grant.version and latest.status == "active":
+            logger.info("invalid_grant after a newer version was stored: a race, using the winner's token")
+            return read_tokens(latest), int(latest.version)
+        mark_needs_reauthorisation(latest, reason="invalid_grant")
+        raise
+    except Exception:
+        _release_lease(grant, owner)
+        raise
+    return new, _persist(grant, owner, new)
+
+
+def _acquire_lease(grant: Grant, owner: str) -> bool:
+    now = time.time()
+    try:
+        grant.update(
+            actions=[Grant.lease_owner.set(owner), Grant.lease_until.set(now + LEASE_SECONDS)],
+            condition=(Grant.lease_until.does_not_exist() | (Grant.lease_until < now))
+            & (Grant.version == grant.version),
+        )
+    except PynamoDBException as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise StorageUnavailable() from exc
+    return True
+
+
+def _release_lease(grant: Grant, owner: str) -> None:
+    try:
+        grant.update(
+            actions=[Grant.lease_owner.remove(), Grant.lease_until.remove()],
+            condition=Grant.lease_owner == owner,
+        )
+    except PynamoDBException:
+        logger.warning("could not release the refresh lease of %s; it expires by itself", grant.grant_id)
+
+
+def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
+    """Write the new pair, fenced on the version we refreshed from and our lease (D2)."""
+    version = int(grant.version)
+    staged = Grant(grant.grant_id, vendor_id=grant.vendor_id, xero_user_id=grant.xero_user_id, created_at=0)
+    apply_token_set(staged, tokens)
+    actions: list[Any] = [
+        Grant.token_ct.set(staged.token_ct),
+        Grant.scopes.set(staged.scopes or grant.scopes),
+        Grant.access_expires_at.set(staged.access_expires_at),
+        Grant.refresh_issued_at.set(staged.refresh_issued_at),
+        Grant.refresh_expires_at.set(staged.refresh_expires_at),
+        Grant.last_refreshed_at.set(staged.last_refreshed_at),
+        Grant.rotation_shard.set(staged.rotation_shard),
+        Grant.next_rotation_at.set(staged.next_rotation_at),
+        Grant.version.set(version + 1),
+        Grant.lease_owner.remove(),
+        Grant.lease_until.remove(),
+    ]
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            grant.update(actions=actions, condition=(Grant.version == version) & (Grant.lease_owner == owner))
+            return version + 1
+        except PynamoDBException as exc:
+            if is_conditional_failure(exc):
+                # Our lease expired and another worker stored a newer pair: keep theirs (D2).
+                logger.warning("refresh fence lost for %s; keeping the stored token set", grant.grant_id)
+                return int(load_grant(grant.grant_id).version)
+            if attempt == WRITE_ATTEMPTS - 1:
+                # The old refresh token is still stored; Xero's 30-minute grace lets the next
+                # attempt recover (D3). Never log the new token.
+                logger.error("could not store refreshed tokens for %s", grant.grant_id)
+                raise StorageUnavailable() from exc
+            time.sleep(random.uniform(0, 0.2 * 2**attempt))  # noqa: S311 - jitter
+    raise StorageUnavailable()
+
+
+def mark_needs_reauthorisation(grant: Grant, *, reason: str) -> None:
+    """The grant is dead at Xero: its connections need the firm to reconnect (one event each)."""
+    connections = [c for c in Connection.by_grant.query(grant.grant_id) if c.status == "active"]
+    now = time.time()
+    # A transaction holds at most 100 items: the grant first, then 3 items per connection.
+    batches = [connections[i : i + 30] for i in range(0, len(connections), 30)] or [[]]
+    for number, batch in enumerate(batches):
+        with transaction() as tx:
+            if number == 0:
+                tx.update(
+                    grant,
+                    actions=[
+                        Grant.status.set("needs_reauthorisation"),
+                        Grant.lease_owner.remove(),
+                        Grant.lease_until.remove(),
+                    ],
+                )
+            for connection in batch:
+                _mark_connection(tx, connection, reason, now)
+
+
+def _mark_connection(tx: Any, connection: Connection, reason: str, now: float) -> None:
+    tx.update(
+        connection,
+        actions=[
+            Connection.status.set("needs_reauthorisation"),
+            Connection.status_reason.set(reason),
+            Connection.updated_at.set(now),
+        ],
+        condition=Connection.status == "active",
+    )
+    data = {"tenant_ref": connection.tenant_ref, "reason": reason}
+    tx.save(outbox_event(connection.vendor_id, "connection.needs_reauthorisation", data, now))
+    tx.save(
+        audit_record(
+            connection.vendor_id,
+            "connection.needs_reauthorisation",
+            "system",
+            tenant_ref=connection.tenant_ref,
+            detail={"reason": reason},
+            now=now,
+        )
+    )
+
+
+def _ensure_active(grant: Grant) -> None:
+    if grant.status != "active" or not grant.token_ct:
+        raise _not_active("the firm must reconnect to Xero")
+
+
+def _not_active(detail: str) -> InvalidGrant:
+    error = InvalidGrant()
+    error.detail = f"The connection is not active: {detail}."
+    return error
+
+
+def _issuer() -> str:
+    from chalicelib.config import get_settings
+
+    return get_settings().xero_identity_url

@@ -1,0 +1,97 @@
+"""Single-use request nonces in the ``request_nonces`` table (security-checklist B6, D6).
+
+The model is built on first use from Settings, not at import: PynamoDB reads ``Meta`` when the
+class is created, and the table name and endpoint are only known then (stack-notes §2.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
+from pynamodb.exceptions import PutError, PynamoDBException
+from pynamodb.models import Model
+
+from chalicelib.config import Settings
+from chalicelib.errors import BrokerError
+from chalicelib.resources import table_def
+
+logger = logging.getLogger("xpmb.auth")
+_TABLE = table_def("request_nonces")
+
+
+class RequestNonce(Model):
+    """One claimed ``{key_id}#{nonce}``; concrete subclasses carry Meta (see ``nonce_model``)."""
+
+    nonce_key = UnicodeAttribute(hash_key=True)
+    expires_at = NumberAttribute()  # what correctness reads (D6: TTL deletion is only hygiene)
+    expires_at_ttl = TTLAttribute()
+
+
+@lru_cache(maxsize=8)
+def nonce_model(physical_name: str, region_name: str, endpoint: str | None) -> type[RequestNonce]:
+    """The model class for one table; cached so PynamoDB's connection is reused across calls."""
+    meta: dict[str, object] = {
+        "table_name": physical_name,
+        "region": region_name,
+        # API Gateway gives us 29 s; fail fast and answer 503 rather than time out.
+        "connect_timeout_seconds": 2,
+        "read_timeout_seconds": 5,
+        "max_retry_attempts": 2,
+    }
+    if endpoint:
+        meta["host"] = endpoint
+    return type("RequestNonceTable", (RequestNonce,), {"Meta": type("Meta", (), meta)})
+
+
+def storage_unavailable() -> BrokerError:
+    return BrokerError(
+        "storage_unavailable",
+        503,
+        "Storage unavailable",
+        "The request could not be recorded; retry it with a new signature shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+class DynamoNonceStore:
+    """``NonceStore`` over DynamoDB: a conditional put decides, so concurrent replays lose (B6)."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self._settings = settings
+        self._clock = clock
+
+    def _model(self) -> type[RequestNonce]:
+        settings = self._settings
+        return nonce_model(settings.table_name(_TABLE.name), settings.aws_region, settings.aws_endpoint_url)
+
+    def claim(self, key_id: str, nonce: str, expires_at: float) -> bool:
+        model = self._model()
+        item = model(
+            f"{key_id}#{nonce}",
+            expires_at=expires_at,
+            expires_at_ttl=datetime.fromtimestamp(math.ceil(expires_at), tz=UTC),
+        )
+        # New, or held by a claim whose window has passed: DynamoDB deletes expired items only
+        # "typically within two days" (D6), so an expired row must not block a fresh claim.
+        condition = model.nonce_key.does_not_exist() | (model.expires_at < self._clock())
+        try:
+            item.save(condition=condition)
+        except PutError as error:
+            if error.cause_response_code == "ConditionalCheckFailedException":
+                return False
+            raise self._unavailable(error) from None
+        except PynamoDBException as error:
+            raise self._unavailable(error) from None
+        return True
+
+    @staticmethod
+    def _unavailable(error: PynamoDBException) -> BrokerError:
+        # The botocore text can name tables and endpoints: keep it in our logs, out of responses.
+        logger.warning("nonce store unavailable: %s", error.cause_response_code or type(error.cause).__name__)
+        return storage_unavailable()
