@@ -385,7 +385,10 @@ def _fail(session: ConnectSession, failure: ConnectFailure, now: float) -> Callb
     )
     try:
         with transaction() as tx:
-            tx.update(session, actions=[ConnectSession.status.set("failed")])
+            tx.update(
+                session,
+                actions=[ConnectSession.status.set("failed"), ConnectSession.error_code.set(failure.code)],
+            )
             tx.save(
                 audit_record(
                     session.vendor_id,

@@ -70,6 +70,7 @@ class ConnectSession(BrokerModel):
     allow_practice_change = BooleanAttribute(default=False)
     user = SessionUser(null=True)
     status = UnicodeAttribute(default="pending")  # pending | started | completed | failed
+    error_code = UnicodeAttribute(null=True)  # the last failure, explained on the hosted page
     created_at = NumberAttribute()
     expires_at = NumberAttribute()
     expires_at_ttl = TTLAttribute(null=True)

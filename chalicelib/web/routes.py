@@ -1,15 +1,32 @@
-"""Unsigned routes: liveness and the OpenAPI document."""
+"""Unsigned routes: liveness, the OpenAPI document, and the hosted connect pages."""
 
 from __future__ import annotations
 
+import html
+import time
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
-from chalice.app import Blueprint
+from chalice.app import Blueprint, Response
 
 from chalicelib.config import get_settings
+from chalicelib.oauth.connect import (
+    PageProblem,
+    Started,
+    handle_callback,
+    session_problem,
+    start_authorization,
+)
+from chalicelib.oauth.discovery import identity_provider
+from chalicelib.oauth.explanations import explain
+from chalicelib.oauth.sessions import load_session
 from chalicelib.openapi import VERSION, build_document
+from chalicelib.tenants.connections import iso
+from chalicelib.tenants.vendors import get_vendor
+from chalicelib.web.pages import Headers, render, scope_items, security_headers
 
 bp = Blueprint(__name__)
+FORM = ["application/x-www-form-urlencoded", "multipart/form-data"]
 
 
 @bp.route("/health", methods=["GET"])
@@ -20,3 +37,82 @@ def health() -> dict[str, Any]:
 @bp.route("/openapi.json", methods=["GET"])
 def openapi_document() -> dict[str, Any]:
     return build_document(get_settings())
+
+
+def problem_page(problem: PageProblem, extra_headers: dict[str, str] | None = None) -> Response:
+    body = render("problem", title=problem.title, message=problem.message, code=problem.code)
+    return Response(
+        body=body, status_code=problem.status, headers={**security_headers(), **(extra_headers or {})}
+    )
+
+
+@bp.route("/connect/{session_id}", methods=["GET"])
+def connect_page(session_id: str) -> Response:
+    session = load_session(session_id)
+    problem = session_problem(session, time.time())
+    if problem is not None or session is None:
+        return problem_page(problem or PageProblem(404, "unknown_session", "Link not found", "Not found."))
+    vendor = get_vendor(session.vendor_id)
+    explained = explain(session.error_code) if session.status == "failed" else None
+    banner = ""
+    if explained:
+        title, words = (html.escape(part) for part in explained)
+        banner = f'<div class="error"><p><strong>{title}.</strong> {words}</p></div>'
+
+    body = render(
+        "connect",
+        title=f"Connect {vendor.name} to Xero",
+        raw={"scope_items": scope_items(vendor.scopes), "banner": banner},
+        vendor_name=vendor.name,
+        session_id=session.session_id,
+        expires_at=(iso(session.expires_at) or "").replace("T", " ").removesuffix("Z"),
+    )
+    return Response(body=body, status_code=200, headers=security_headers(authorize_origin()))
+
+
+@bp.route("/connect/{session_id}/start", methods=["POST"], content_types=FORM)
+def connect_start(session_id: str) -> Response:
+    outcome = start_authorization(session_id)
+    if isinstance(outcome, PageProblem):
+        return problem_page(outcome)
+    assert isinstance(outcome, Started)
+    headers: Headers = {
+        "Location": outcome.authorize_url,
+        "Set-Cookie": outcome.set_cookie,
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+    return Response(body="", status_code=303, headers=headers)
+
+
+@bp.route("/oauth/callback", methods=["GET"])
+def oauth_callback() -> Response:
+    request = bp.current_request
+    params = {k: v for k, v in (request.query_params or {}).items() if isinstance(v, str)}
+    outcome = handle_callback(params, _cookies(request.headers.get("cookie", "")))
+    if outcome.page is not None:
+        return problem_page(outcome.page, outcome.headers)
+    headers: Headers = {
+        **outcome.headers,
+        "Location": outcome.redirect_url or "/",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+    return Response(body="", status_code=302, headers=headers)
+
+
+def _cookies(header: str) -> dict[str, str]:
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return {}
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+def authorize_origin() -> list[str]:
+    """Xero's authorize endpoint, allowed as a form redirect target by the page's CSP."""
+    try:
+        return [identity_provider(get_settings().xero_identity_url).metadata().authorization_endpoint]
+    except Exception:
+        return []

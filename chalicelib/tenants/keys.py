@@ -1,0 +1,64 @@
+"""Resolve a vendor key id to its secret for request verification, with a short cache.
+
+Cached for 30 s so a revocation takes effect within a minute (checklist B7) while warm Lambdas
+skip DynamoDB and KMS on most requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from pynamodb.exceptions import PynamoDBException
+
+from chalicelib.storage import StorageUnavailable
+from chalicelib.tenants.models import VendorKey
+from chalicelib.tenants.signing import SigningKey
+from chalicelib.tenants.vendors import key_secret
+
+CACHE_SECONDS = 30.0
+
+
+class VendorKeyResolver:
+    def __init__(self, cache_seconds: float = CACHE_SECONDS) -> None:
+        self._cache: dict[str, tuple[float, SigningKey | None]] = {}
+        self._lock = threading.Lock()
+        self._cache_seconds = cache_seconds
+
+    def resolve(self, key_id: str) -> SigningKey | None:
+        if not key_id or len(key_id) > 64 or not key_id.startswith("vk_"):
+            return None
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key_id)
+            if cached is not None and cached[0] > now:
+                return cached[1]
+        resolved = self._load(key_id)
+        with self._lock:
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            self._cache[key_id] = (now + self._cache_seconds, resolved)
+        return resolved
+
+    def forget(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    @staticmethod
+    def _load(key_id: str) -> SigningKey | None:
+        try:
+            key = VendorKey.get(key_id)
+        except VendorKey.DoesNotExist:
+            return None
+        except PynamoDBException as exc:
+            raise StorageUnavailable() from exc
+        if key.status != "active":
+            return None
+        return SigningKey(key_id=key.key_id, vendor_id=key.vendor_id, secret=key_secret(key))
+
+
+_resolver = VendorKeyResolver()
+
+
+def key_resolver() -> VendorKeyResolver:
+    return _resolver
