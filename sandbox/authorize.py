@@ -89,10 +89,11 @@ def parse_request(state: SandboxState, values: Mapping[str, str]) -> AuthorizeRe
     if not scope or unknown:
         raise AuthorizeError("Invalid scope", f"Unknown or missing scope: {' '.join(unknown) or '(none)'}.")
     challenge, method = params.get("code_challenge"), params.get("code_challenge_method")
-    if challenge is not None or method is not None:
-        # RFC 7636 defaults a missing method to "plain", which Xero does not support (§1.2).
-        if not challenge or (method or "plain") not in pkce.SUPPORTED_METHODS:
-            raise AuthorizeError("Invalid code_challenge", "PKCE needs code_challenge_method=S256.")
+    # RFC 7636 defaults a missing method to "plain", which Xero does not support (§1.2).
+    if (challenge is not None or method is not None) and (
+        not challenge or (method or "plain") not in pkce.SUPPORTED_METHODS
+    ):
+        raise AuthorizeError("Invalid code_challenge", "PKCE needs code_challenge_method=S256.")
     return AuthorizeRequest(
         app=app,
         redirect_uri=redirect_uri,
@@ -137,7 +138,9 @@ def approve(state: SandboxState, request: AuthorizeRequest, user: XeroUser, tena
     now = state.clock.now()
     with state.lock:
         if tenant_id:
-            _connect_practice(state, request.app.client_id, user, tenant_id, auth_event_id, now)
+            _connect_practice(
+                state, request.app.client_id, user, tenant_id, auth_event_id=auth_event_id, now=now
+            )
         code = AuthCode(
             code=secrets.token_urlsafe(32),
             client_id=request.app.client_id,
@@ -163,7 +166,7 @@ def approve(state: SandboxState, request: AuthorizeRequest, user: XeroUser, tena
 
 
 def _connect_practice(
-    state: SandboxState, client_id: str, user: XeroUser, tenant_id: str, auth_event_id: str, now: float
+    state: SandboxState, client_id: str, user: XeroUser, tenant_id: str, *, auth_event_id: str, now: float
 ) -> None:
     for connection in state.connections.values():
         if (connection.client_id, connection.user_id, connection.tenant_id) == (

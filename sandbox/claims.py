@@ -45,7 +45,7 @@ def access_token_claims(state: SandboxState, issuer: str, grant: Grant, user: Xe
 
 
 def id_token_claims(
-    state: SandboxState, issuer: str, grant: Grant, user: XeroUser, access_token: str, nonce: str | None
+    state: SandboxState, issuer: str, grant: Grant, user: XeroUser, *, access_token: str, nonce: str | None
 ) -> dict[str, Any]:
     now = int(state.clock.now())
     claims: dict[str, Any] = {
@@ -80,7 +80,9 @@ def token_response(
     body: dict[str, Any] = {}
     # id_token only with openid; refresh_token only with offline_access (§1.4).
     if "openid" in grant.scope:
-        body["id_token"] = issue_jwt(id_token_claims(state, issuer, grant, user, access_token, nonce))
+        body["id_token"] = issue_jwt(
+            id_token_claims(state, issuer, grant, user, access_token=access_token, nonce=nonce)
+        )
     body.update(
         {
             "access_token": access_token,

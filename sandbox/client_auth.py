@@ -17,7 +17,7 @@ from sandbox.state import RegisteredApp, SandboxState
 
 
 def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
-    if not authorization or not authorization[:6].lower() == "basic ":
+    if not authorization or authorization[:6].lower() != "basic ":
         return None
     try:
         decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")

@@ -50,6 +50,10 @@ class SandboxConfig:
     # "reissue" = yet another new pair; "same" = the pair issued by the first refresh again.
     grace_mode: str = "reissue"
     limits: Limits = field(default_factory=Limits)
+    # XPM API behaviour (sandbox/xpm.py), settable with PUT /_sandbox/xpm-options.
+    xpm_latency_seconds: float = 0.0  # added to every admitted XPM call, to exercise the concurrent limit
+    # UNVERIFIED (§3.2, §8.11) which HTTP status accompanies <Status>ERROR</Status>: 200 as WFM v1 did.
+    xpm_error_status: int = 200
     # The official /connections example shows tenantName null for a PRACTICEMANAGER tenant (§1.8);
     # True makes new XPM connections carry null so a broker's fallback naming gets exercised.
     practice_tenant_name_null: bool = False

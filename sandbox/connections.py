@@ -1,0 +1,112 @@
+"""``GET/DELETE https://api.xero.com/connections``: the tenantless connections API (§1.8)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from sandbox.bearer import bearer_claims, problem_response
+from sandbox.fault_responses import after_work, before_work
+from sandbox.state import Connection, SandboxState, get_state
+from sandbox.tokens import TokenError
+
+bp = Blueprint("sandbox_connections", __name__)
+
+_APP_MINUTE_KEY = "connections.app_minute"
+
+
+def xero_timestamp(epoch: float) -> str:
+    """Xero's connection timestamps: UTC, no ``Z``, 7 fractional digits (§1.8)."""
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0"
+
+
+def connection_json(connection: Connection) -> dict[str, Any]:
+    return {
+        "id": connection.id,
+        "authEventId": connection.auth_event_id,
+        "tenantId": connection.tenant_id,
+        "tenantType": connection.tenant_type,
+        "tenantName": connection.tenant_name,
+        "createdDateUtc": xero_timestamp(connection.created_at),
+        "updatedDateUtc": xero_timestamp(connection.updated_at),
+    }
+
+
+def _app_minute_remaining(state: SandboxState, client_id: str) -> int:
+    """The app-wide minute budget left after this call, counting tenantless calls only.
+
+    A simple fixed window on the sandbox clock; the XPM limiter (sandbox/limits.py) keeps its own.
+    """
+    window = int(state.clock.now() // 60)
+    with state.lock:
+        seen_window, counts = state.extra.get(_APP_MINUTE_KEY, (window, {}))
+        if seen_window != window:
+            counts = {}
+        used: int = counts.get(client_id, 0) + 1
+        counts[client_id] = used
+        state.extra[_APP_MINUTE_KEY] = (window, counts)
+    return max(0, state.config.limits.app_per_minute - used)
+
+
+def _tenantless(response: Response, state: SandboxState, client_id: str) -> Response:
+    # Tenantless calls carry only the app-wide header, never X-MinLimit/X-DayLimit (§1.8, §2.1).
+    response.headers["X-AppMinLimit-Remaining"] = str(_app_minute_remaining(state, client_id))
+    return response
+
+
+def _own_connections(state: SandboxState, claims: dict[str, Any]) -> list[Connection]:
+    """Connections belong to (app, user): the token's client_id and xero_userid (§1.8)."""
+    owner = (claims.get("client_id"), claims.get("xero_userid"))
+    with state.lock:
+        return [c for c in state.connections.values() if (c.client_id, c.user_id) == owner]
+
+
+@bp.get("/connections")
+@bp.get("/Connections")  # the OpenAPI spec's spelling; clients use lowercase (§1.1)
+def list_connections() -> ResponseReturnValue:
+    state = get_state()
+    state.count("connections.list")
+    fault = state.faults.take("connections")
+    early = before_work(fault)
+    if early is not None:
+        return early
+    try:
+        claims = bearer_claims(state)
+    except TokenError as exc:
+        return problem_response(exc)
+    auth_event_id = request.args.get("authEventId")
+    rows = [
+        connection_json(c)
+        for c in sorted(_own_connections(state, claims), key=lambda c: c.created_at)
+        if auth_event_id is None or c.auth_event_id == auth_event_id
+    ]
+    return after_work(fault, _tenantless(jsonify(rows), state, str(claims.get("client_id"))))
+
+
+@bp.delete("/connections/<connection_id>")
+@bp.delete("/Connections/<connection_id>")
+def delete_connection(connection_id: str) -> ResponseReturnValue:
+    """Disconnect one tenant: 204, or 404 for an unknown id or someone else's connection (§1.8)."""
+    state = get_state()
+    state.count("connections.delete")
+    fault = state.faults.take("connections")
+    early = before_work(fault)
+    if early is not None:
+        return early
+    try:
+        claims = bearer_claims(state)
+    except TokenError as exc:
+        return problem_response(exc)
+    with state.lock:
+        owned = {c.id for c in _own_connections(state, claims)}
+        if connection_id not in owned:
+            body = {"title": "Not Found", "status": 404, "detail": "Connection not found"}
+            response = jsonify(body)
+            response.status_code = 404
+            return response
+        del state.connections[connection_id]
+    response = _tenantless(Response(status=204), state, str(claims.get("client_id")))
+    return after_work(fault, response)
