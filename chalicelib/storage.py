@@ -98,3 +98,10 @@ def is_conditional_failure(exc: Exception) -> bool:
         return True
     reasons = getattr(exc, "cancellation_reasons", None) or []
     return any(r is not None and getattr(r, "code", "") == "ConditionalCheckFailed" for r in reasons)
+
+
+def ttl_at(epoch_seconds: float) -> Any:
+    """A TTLAttribute value for an epoch time (cleanup only: reads still check expiry, D6)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(int(epoch_seconds), tz=UTC)

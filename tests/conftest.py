@@ -73,3 +73,11 @@ def local_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     reset_settings()
     yield moto_endpoint
     reset_settings()
+
+
+@pytest.fixture
+def broker(local_aws: str, sandbox: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """The broker app wired to local AWS and the sandbox, with one registered vendor."""
+    from tests.functional.broker import broker_fixture
+
+    yield from broker_fixture(local_aws, sandbox, monkeypatch)  # type: ignore[arg-type]

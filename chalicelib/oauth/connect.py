@@ -33,7 +33,7 @@ from chalicelib.oauth.models import ConnectSession, Grant, OAuthState
 from chalicelib.oauth.sessions import load_session
 from chalicelib.oauth.xero_connections import XeroConnection, choose_practice, list_connections
 from chalicelib.oauth.xero_identity import TokenSet, authorization_url, exchange_code
-from chalicelib.storage import StorageUnavailable, is_conditional_failure, transaction
+from chalicelib.storage import StorageUnavailable, is_conditional_failure, transaction, ttl_at
 from chalicelib.tenants.models import Connection, Vendor, authorised_by
 from chalicelib.tenants.vendors import get_vendor
 from chalicelib.webhooks.models import outbox_event
@@ -152,7 +152,7 @@ def start_authorization(session_id: str, now: float | None = None) -> Started | 
         issuer=metadata.issuer,
         redirect_uri=app.redirect_uri,
         expires_at=min(current + STATE_TTL, session.expires_at + STATE_TTL),
-        expires_at_ttl=int(current + STATE_TTL + 86400),
+        expires_at_ttl=ttl_at(current + STATE_TTL + 86400),
     )
     sealed = json.dumps({"code_verifier": verifier, "nonce": nonce}).encode()
     record.secrets_ct = get_cipher().encrypt(sealed, _state_context(record))

@@ -13,7 +13,7 @@ from pynamodb.exceptions import PynamoDBException
 from chalicelib.config import get_settings
 from chalicelib.errors import BrokerError
 from chalicelib.oauth.models import ConnectSession, session_user
-from chalicelib.storage import StorageUnavailable
+from chalicelib.storage import StorageUnavailable, ttl_at
 from chalicelib.tenants.models import Connection, Vendor
 
 SESSION_TTL = 600
@@ -88,7 +88,7 @@ def create_session(vendor: Vendor, tenant_ref: str, body: Any, now: float | None
         status="pending",
         created_at=created,
         expires_at=created + SESSION_TTL,
-        expires_at_ttl=int(created + SESSION_TTL + 86400),
+        expires_at_ttl=ttl_at(created + SESSION_TTL + 86400),
     )
     try:
         session.save(condition=ConnectSession.session_id.does_not_exist())

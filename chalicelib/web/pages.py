@@ -41,7 +41,7 @@ def _template(name: str) -> Template:
 
 def render(name: str, *, title: str, raw: dict[str, str] | None = None, **values: Any) -> str:
     """Render ``name`` inside the layout; ``values`` are escaped, ``raw`` are trusted fragments."""
-    fields = {k: html.escape(str(v)) for k, v in values.items()}
+    fields = {k: html.escape(str(v)) for k, v in {"title": title, **values}.items()}
     fields.update(raw or {})
     content = _template(name).substitute(fields)
     return _template("layout").substitute(title=html.escape(title), content=content)
