@@ -105,15 +105,13 @@ def choose_practice(
     1. PRACTICEMANAGER connections of *this* consent (``authEventId``); if none, because the
        practice was already connected and Xero grants nothing new (§1.8 gotcha), all of the
        user's PRACTICEMANAGER connections;
-    2. among several, the tenant the connection already uses (reauthorise), else the most
-       recently updated one (what xero-node does).
+    2. among several, the most recently updated one: Xero stamps ``updatedDateUtc`` when a
+       user (re)connects a tenant, so it is the practice just chosen (what xero-node does);
+       on a tie, the tenant the connection already uses.
     """
     candidates = [c for c in this_consent if c.tenant_type == PRACTICE_MANAGER]
     if not candidates:
         candidates = [c for c in all_connections if c.tenant_type == PRACTICE_MANAGER]
     if not candidates:
         return None
-    for candidate in candidates:
-        if preferred_tenant and candidate.tenant_id == preferred_tenant:
-            return candidate
-    return max(candidates, key=lambda c: (c.updated_at, c.created_at))
+    return max(candidates, key=lambda c: (c.updated_at, c.tenant_id == preferred_tenant, c.created_at))

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
-from pynamodb.exceptions import PutError, PynamoDBException
+from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
 from chalicelib.config import Settings
-from chalicelib.errors import BrokerError
 from chalicelib.resources import table_def
+from chalicelib.storage import StorageUnavailable, is_conditional_failure
 
 logger = logging.getLogger("xpmb.auth")
 _TABLE = table_def("request_nonces")
@@ -49,16 +49,6 @@ def nonce_model(physical_name: str, region_name: str, endpoint: str | None) -> t
     return type("RequestNonceTable", (RequestNonce,), {"Meta": type("Meta", (), meta)})
 
 
-def storage_unavailable() -> BrokerError:
-    return BrokerError(
-        "storage_unavailable",
-        503,
-        "Storage unavailable",
-        "The request could not be recorded; retry it with a new signature shortly.",
-        headers={"Retry-After": "1"},
-    )
-
-
 class DynamoNonceStore:
     """``NonceStore`` over DynamoDB: a conditional put decides, so concurrent replays lose (B6)."""
 
@@ -82,16 +72,11 @@ class DynamoNonceStore:
         condition = model.nonce_key.does_not_exist() | (model.expires_at < self._clock())
         try:
             item.save(condition=condition)
-        except PutError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":
-                return False
-            raise self._unavailable(error) from None
         except PynamoDBException as error:
-            raise self._unavailable(error) from None
+            if is_conditional_failure(error):
+                return False
+            # botocore's text names tables and endpoints: our log gets the code, the caller a 503.
+            cause = error.cause_response_code or type(error.cause).__name__
+            logger.warning("nonce store unavailable: %s", cause)
+            raise StorageUnavailable() from None
         return True
-
-    @staticmethod
-    def _unavailable(error: PynamoDBException) -> BrokerError:
-        # The botocore text can name tables and endpoints: keep it in our logs, out of responses.
-        logger.warning("nonce store unavailable: %s", error.cause_response_code or type(error.cause).__name__)
-        return storage_unavailable()

@@ -44,7 +44,12 @@ _NONCE = re.compile(r"[A-Za-z0-9_.~+/=-]{22,128}")
 
 @dataclass(frozen=True)
 class SigningKey:
-    """An active vendor key. ``secret`` is the HMAC key: the ASCII bytes of the printed key_secret."""
+    """An active vendor key.
+
+    ``secret`` is the HMAC key: the ASCII bytes of the ``key_secret`` string the CLI prints
+    (``key_secret.encode()``), exactly what a vendor passes to ``HTTPSignatureAuth(key=...)``;
+    it is never base64-decoded.
+    """
 
     key_id: str
     vendor_id: str
@@ -136,7 +141,8 @@ def verify_request(
     verifier = build_verifier(key, now=now, max_skew=max_skew)
     message, results = _verify_mac(verifier, method, target_uris, fields, key_id=signed.key_id)
     _verify_body(verifier, message, results, body, key_id=signed.key_id)
-    # B6: only an authenticated request may write, so unsigned junk cannot fill the table.
+    # B6: only an authenticated request may write, so unsigned junk cannot fill the table. The
+    # record outlives the window (created + max_skew) with margin; a later replay fails B2 anyway.
     if not nonces.claim(key.key_id, signed.nonce, signed.created + 2 * max_skew):
         raise SignatureRejected("nonce already used", key_id=signed.key_id)
     return key

@@ -5,6 +5,7 @@ from __future__ import annotations
 import requests
 
 from chalicelib.audit import AuditRecord
+from chalicelib.oauth.grants import read_tokens
 from chalicelib.oauth.models import Grant
 from chalicelib.tenants.models import Connection
 from chalicelib.webhooks.models import Event
@@ -23,7 +24,9 @@ def test_connect_stores_the_practice_and_redirects_connected(broker: BrokerUnder
     assert connection.authorised_by is not None
     assert connection.authorised_by.email == ALICE
     grant = Grant.get(connection.grant_id)
-    assert grant.token_ct and "ey" not in grant.token_ct  # only ciphertext is stored
+    tokens = read_tokens(grant)
+    assert tokens.refresh_token not in grant.token_ct  # only ciphertext is stored
+    assert tokens.access_token.split(".")[1] not in grant.token_ct
     events = [e.type for e in Event.query(broker.vendor.vendor_id)]
     assert events == ["connection.created"]
     actions = [a.action for a in AuditRecord.query(broker.vendor.vendor_id)]
