@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -16,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("XPMB_SANDBOX_PORT", "8090")))
     parser.add_argument(
-        "--clients", type=int, default=int(os.environ.get("XPMB_SANDBOX_CLIENTS", "200")),
+        "--clients",
+        type=int,
+        default=int(os.environ.get("XPMB_SANDBOX_CLIENTS", "200")),
         help="clients in the main seeded practice (default 200)",
     )
     parser.add_argument("--seed", type=int, default=int(os.environ.get("XPMB_SANDBOX_SEED", "42")))
@@ -25,10 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     server = SandboxServer(state, host=args.host, port=args.port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"xero sandbox listening on {server.url}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

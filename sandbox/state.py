@@ -6,12 +6,13 @@ tenant ids, user ids and client UUIDs on every start, so docs and tests can name
 
 from __future__ import annotations
 
+import copy
 import random
 import secrets
 import threading
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from flask import current_app
@@ -168,6 +169,7 @@ class SandboxState:
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self.config = config or SandboxConfig()
+        self._initial_config = copy.deepcopy(self.config)
         self.lock = threading.RLock()
         self.clock = SandboxClock()
         self.faults = FaultRegistry()
@@ -183,8 +185,11 @@ class SandboxState:
 
     # -- lifecycle -----------------------------------------------------------------------
     def reset(self) -> None:
-        """Back to the seeded world: data, tokens, connections, faults, counters and clock."""
+        """Back to the seeded world: config, data, tokens, connections, faults, counters, clock."""
         with self.lock:
+            initial = copy.deepcopy(self._initial_config)
+            for option in fields(SandboxConfig):
+                setattr(self.config, option.name, getattr(initial, option.name))
             self.clock.reset()
             self.faults.clear()
             self.calls.clear()

@@ -39,7 +39,7 @@ class IdentityProvider:
         self._lock = threading.Lock()
         self._metadata: tuple[float, ProviderMetadata] | None = None
         self._jwks: tuple[float, KeySet] | None = None
-        self._last_jwks_fetch = -JWKS_REFETCH_MIN_INTERVAL
+        self._last_forced_refetch = -JWKS_REFETCH_MIN_INTERVAL
         self.fetches = {"discovery": 0, "jwks": 0}
 
     def metadata(self) -> ProviderMetadata:
@@ -71,11 +71,12 @@ class IdentityProvider:
         with self._lock:
             cached = self._jwks
             fresh_enough = cached is not None and cached[0] > self._clock()
-            may_refetch = self._clock() - self._last_jwks_fetch >= JWKS_REFETCH_MIN_INTERVAL
+            # A flood of tokens with unknown kids causes at most one refetch per 5 minutes.
+            may_refetch = self._clock() - self._last_forced_refetch >= JWKS_REFETCH_MIN_INTERVAL
             if cached is not None and fresh_enough and not (refresh and may_refetch):
                 return cached[1]
-            if cached is not None and refresh and not may_refetch:
-                return cached[1]
+            if refresh:
+                self._last_forced_refetch = self._clock()
         document = self._get_json(self.metadata().jwks_uri, "jwks")
         try:
             key_set = KeySet.import_key_set(document)  # type: ignore[arg-type]
@@ -83,7 +84,6 @@ class IdentityProvider:
             raise UpstreamError("Xero's JWKS could not be read") from exc
         with self._lock:
             self._jwks = (self._clock() + JWKS_TTL, key_set)
-            self._last_jwks_fetch = self._clock()
         return key_set
 
     def _get_json(self, url: str, kind: str) -> dict[str, Any]:

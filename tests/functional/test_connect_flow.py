@@ -9,7 +9,7 @@ from chalicelib.oauth.grants import read_tokens
 from chalicelib.oauth.models import Grant
 from chalicelib.tenants.models import Connection
 from chalicelib.webhooks.models import Event
-from tests.functional.broker import RETURN_URL, BrokerUnderTest, query_of, text_of
+from tests.functional.broker import RETURN_URL, BrokerUnderTest, text_of
 from tests.functional.sandbox.oauth_helpers import ALICE, BLOGGS
 
 
@@ -69,7 +69,7 @@ def test_staff_without_permission_get_no_practice_manager_access(broker: BrokerU
     query = broker.connect("firm-1", user="bob@sandbox.example", tenant_id=None)
     assert query["error"] == ["no_practice_manager_access"]
     page = broker.client.http.get(f"/connect/{query['session_id'][0]}")
-    assert "Settings › Staff › your name › Permissions" in text_of(page.body)
+    assert "Settings \u203a Staff \u203a your name \u203a Permissions" in text_of(page.body)
 
 
 def test_state_is_single_use_and_bound_to_the_browser(broker: BrokerUnderTest) -> None:
