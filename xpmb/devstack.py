@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -88,6 +89,7 @@ class DevStack:
         self.ports = {v: port_from_env(self.env, v) for v in variables}
         self.xero_client_id = self.env.get("XERO_CLIENT_ID", "")
         self.xero_client_secret = self.env.get("XERO_CLIENT_SECRET", "")
+        self.demo: dict[str, str] = {}
 
     # -- environment for the children ----------------------------------------------------
     def child_env(self) -> dict[str, str]:
@@ -160,6 +162,15 @@ class DevStack:
             time.sleep(0.2)
         raise DevStackError(f"{child.name} did not answer {url} within {timeout:.0f} s")
 
+    def wait_output(self, child: Child, marker: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(marker in line for line in child.output):
+            if child.process.poll() is not None:
+                raise DevStackError(f"{child.name} exited with code {child.process.returncode}")
+            if time.monotonic() > deadline:
+                raise DevStackError(f"{child.name} did not start within {timeout:.0f} s")
+            time.sleep(0.1)
+
     # -- start/stop ----------------------------------------------------------------------
     def start(self) -> dict[str, str]:
         for variable, port in self.ports.items():
@@ -167,7 +178,7 @@ class DevStack:
         env = self.child_env()
         py = sys.executable
         aws_port = self.ports["XPMB_AWS_PORT"]
-        moto = self.spawn("aws", [py, "-m", "moto.server", "-H", HOST, "-p", str(aws_port)], env)
+        moto = self.spawn("aws", [py, "-m", "xpmb.local_aws", "-p", str(aws_port)], env)
         self.wait_http(moto, f"{env['AWS_ENDPOINT_URL']}/moto-api/")
         from xpmb.bootstrap import bootstrap
 
@@ -185,14 +196,39 @@ class DevStack:
             self._register_sandbox_app(env)
             env["XERO_CLIENT_ID"] = self.xero_client_id
             env["XERO_CLIENT_SECRET"] = self.xero_client_secret
+        self.demo = self._create_demo_vendor(env)
+        env.update(
+            {
+                "XPMB_DEMO_VENDOR_ID": self.demo["vendor_id"],
+                "XPMB_DEMO_KEY_ID": self.demo["key_id"],
+                "XPMB_DEMO_KEY_SECRET": self.demo["key_secret"],
+            }
+        )
         broker_argv = [
             str(Path(py).with_name("chalice")), "local", "--stage", "local", "--host", HOST,
             "--port", str(self.ports["XPMB_PORT"]), "--no-autoreload",
         ]  # fmt: skip
         broker = self.spawn("broker", broker_argv, env)
         self.wait_http(broker, f"http://{HOST}:{self.ports['XPMB_PORT']}/health")
-        self.spawn("pump", [py, "-m", "xpmb.pump"], env)
+        pump = self.spawn("pump", [py, "-m", "xpmb.pump"], env)
+        self.wait_output(pump, "driving")
         return env
+
+    def _create_demo_vendor(self, env: dict[str, str]) -> dict[str, str]:
+        """The demo vendor, created with the operator CLI as an operator would (contract.md §1)."""
+        public = env["XPMB_PUBLIC_URL"]
+        argv = [
+            str(Path(sys.executable).with_name("xpm-broker")), "vendors", "create", "--name", "Demo Docs",
+            "--xero-client-id", env["XERO_CLIENT_ID"], "--xero-client-secret", env["XERO_CLIENT_SECRET"],
+            "--return-url", f"{public}/demo", "--webhook-url", f"{public}/demo/webhooks", "--json",
+        ]  # fmt: skip
+        result = subprocess.run(  # noqa: S603 - argv is built from sys.executable and our settings
+            argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        if result.returncode != 0:
+            raise DevStackError(f"could not create the demo vendor: {result.stderr.strip()[-300:]}")
+        created: dict[str, str] = json.loads(result.stdout)
+        return created
 
     def _register_sandbox_app(self, env: dict[str, str]) -> None:
         """Register the broker's callback as a Xero app in the sandbox (like the developer portal)."""
@@ -227,6 +263,19 @@ class DevStack:
         else:
             lines.append(f"  Xero          {env['XERO_IDENTITY_URL']} / {env['XERO_API_URL']} (external)")
         lines.append("  pump          drives the app's schedules and SQS queues")
+        lines.append("")
+        lines.append(f"Demo vendor page: {broker}/demo   (connect, reconnect, disconnect in a browser)")
+        lines.append(f"  vendor_id   {self.demo['vendor_id']}")
+        lines.append(f"  key_id      {self.demo['key_id']}")
+        lines.append(f"  key_secret  {self.demo['key_secret']}")
+        lines.append("Signed request example (copy-paste):")
+        key_id, secret = self.demo["key_id"], self.demo["key_secret"]
+        lines.append(
+            f"  {Path(sys.executable)} -c 'import requests; from requests_http_signature import "
+            "HTTPSignatureAuth, algorithms as a; "
+            f'print(requests.get("{broker}/v1/tenants", auth=HTTPSignatureAuth(key=b"{secret}", '
+            f'key_id="{key_id}", signature_algorithm=a.HMAC_SHA256, use_nonce=True)).json())\''
+        )
         lines.append("  processes     " + ", ".join(f"{c.name}={c.process.pid}" for c in self.children))
         lines.append("Press Ctrl-C to stop everything.")
         return "\n".join(lines)

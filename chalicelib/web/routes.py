@@ -116,3 +116,27 @@ def authorize_origin() -> list[str]:
         return [identity_provider(get_settings().xero_identity_url).metadata().authorization_endpoint]
     except Exception:
         return []
+
+
+@bp.route("/demo", methods=["GET"])
+def demo_page() -> Response:
+    from chalicelib.web import demo
+
+    vendor = demo.demo_vendor()
+    query = {k: v for k, v in (bp.current_request.query_params or {}).items() if isinstance(v, str)}
+    return Response(body=demo.page(vendor, query), status_code=200, headers=security_headers())
+
+
+@bp.route("/demo/{action}", methods=["POST"], content_types=FORM)
+def demo_action(action: str) -> Response:
+    from chalicelib.web import demo
+
+    vendor = demo.demo_vendor()
+    if action in ("connect", "reconnect"):
+        location = demo.start_connect(vendor, "connect" if action == "connect" else "reauthorise")
+    elif action == "disconnect":
+        demo.disconnect(vendor)
+        location = "/demo"
+    else:
+        return problem_page(PageProblem(404, "not_found", "Not found", "No such demo action."))
+    return Response(body="", status_code=303, headers={"Location": location, "Cache-Control": "no-store"})

@@ -181,6 +181,8 @@ def test_an_external_xero_replaces_the_sandbox(sandbox: object) -> None:
 
     assert isinstance(sandbox, SandboxServer)
     env = stack_env(XERO_IDENTITY_URL=sandbox.url, XERO_API_URL=sandbox.url)
+    app = sandbox.state.register_app([f"http://127.0.0.1:{env['XPMB_PORT']}/oauth/callback"])
+    env.update(XERO_CLIENT_ID=app.client_id, XERO_CLIENT_SECRET=app.client_secret)
     running = start_stack(env)
     try:
         assert "sandbox" not in running.child_pids()

@@ -1,0 +1,76 @@
+"""A person in a browser: demo page → hosted page → sandbox sign-in and consent → connected → disconnect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.browser import ARTIFACTS, browser_page
+from tests.e2e.stack import RunningStack, stack_env, start_stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[RunningStack]:
+    running = start_stack(stack_env())
+    yield running
+    if running.process.poll() is None:
+        running.interrupt()
+
+
+def test_connect_reconnect_disconnect_in_a_browser(stack: RunningStack) -> None:
+    with browser_page() as page:
+        page.goto(f"{stack.broker_url}/demo")
+        assert page.inner_text("#connection-status") == "not connected"
+
+        page.click("#connect")
+        page.wait_for_url(f"{stack.broker_url}/connect/*")
+        assert "Connect third-party add-ons" in page.inner_text("main")
+        assert page.evaluate("document.referrer") == ""
+        page.screenshot(path=str(ARTIFACTS / "hosted-connect-page.png"))
+        page.click("#connect-to-xero")
+
+        page.wait_for_url(f"{stack.sandbox_url}/**")
+        page.select_option("select[name=user]", "alice@sandbox.example")
+        page.click("text=Log in")
+        page.check("input[name=tenant_id] >> nth=0")
+        page.screenshot(path=str(ARTIFACTS / "sandbox-consent.png"))
+        page.click("text=Allow access")
+
+        page.wait_for_url(f"{stack.broker_url}/demo?status=connected*")
+        assert "Connected to Xero Practice Manager" in page.inner_text("#banner")
+        assert page.inner_text("#connection-status") == "active"
+        assert page.inner_text("#practice-name").startswith("Bloggs")
+        page.screenshot(path=str(ARTIFACTS / "demo-connected.png"))
+
+        page.click("#reconnect")
+        page.wait_for_url(f"{stack.broker_url}/connect/*")
+        page.click("#connect-to-xero")
+        page.select_option("select[name=user]", "alice@sandbox.example")
+        page.click("text=Log in")
+        page.click("text=Allow access")
+        page.wait_for_url(f"{stack.broker_url}/demo?status=connected*")
+        assert page.inner_text("#connection-status") == "active"
+
+        page.click("#disconnect")
+        page.wait_for_url(f"{stack.broker_url}/demo")
+        assert page.inner_text("#connection-status") == "revoked"
+        page.screenshot(path=str(ARTIFACTS / "demo-disconnected.png"))
+
+
+def test_staff_without_permission_see_what_to_ask_for(stack: RunningStack) -> None:
+    with browser_page() as page:
+        page.goto(f"{stack.broker_url}/demo")
+        page.click("#connect")
+        page.click("#connect-to-xero")
+        page.select_option("select[name=user]", "bob@sandbox.example")
+        page.click("text=Log in")
+        assert "don't have access to connect any Xero Practice Manager accounts" in page.inner_text("body")
+        page.click("text=Allow access")
+        page.wait_for_url(f"{stack.broker_url}/demo?status=error*")
+        banner = page.inner_text("#banner")
+        assert "Connect third-party add-ons" in banner
+        assert "Settings" in banner
+        page.screenshot(path=str(ARTIFACTS / "demo-no-permission.png"))
