@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.config import Settings
+from chalicelib.tenants.connections import STATUSES
 
 VERSION = "0.1.0"
 
@@ -42,12 +43,264 @@ def _request_id_header() -> dict[str, Any]:
     }
 
 
-def build_document(settings: Settings) -> dict[str, Any]:
-    problem_response = {
-        "description": "An error (problem+json).",
+def _problem_response(description: str = "An error (problem+json).") -> dict[str, Any]:
+    return {
+        "description": description,
         "headers": {"X-Request-Id": _request_id_header()},
         "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"X-Request-Id": _request_id_header()},
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _signed_errors() -> dict[str, Any]:
+    return {
+        "400": _problem_response("Malformed request (invalid_json)."),
+        "401": _problem_response("Missing, invalid, expired or replayed signature (invalid_signature)."),
+        "404": _problem_response("Unknown tenant, also another vendor's (tenant_not_found)."),
+        "413": _problem_response("Body over 256 KiB (payload_too_large)."),
+        "422": _problem_response("Invalid input (invalid_request and the codes named per operation)."),
+        "503": _problem_response("Storage or key service briefly unavailable; retry."),
+    }
+
+
+TENANT_REF = {
+    "name": "tenant_ref",
+    "in": "path",
+    "required": True,
+    "description": "The vendor's own id for its customer (the firm).",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+}
+
+HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def _vendor_paths() -> dict[str, Any]:
+    return {
+        "/v1/tenants/{tenant_ref}/connect-sessions": {
+            "post": {
+                "operationId": "createConnectSession",
+                "summary": "Start connecting (or reauthorising) a tenant's XPM practice",
+                "parameters": [TENANT_REF],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ConnectSessionRequest")}},
+                },
+                "responses": {
+                    "201": _json_response(
+                        "The hosted page to send the firm's user to.", _ref("ConnectSession")
+                    ),
+                    **_signed_errors(),
+                },
+            }
+        },
+        "/v1/tenants/{tenant_ref}/connection": {
+            "get": {
+                "operationId": "getConnection",
+                "summary": "A tenant's connection status and metadata (never tokens)",
+                "parameters": [TENANT_REF],
+                "responses": {
+                    "200": _json_response("The connection.", _ref("Connection")),
+                    **_signed_errors(),
+                },
+            },
+            "delete": {
+                "operationId": "deleteConnection",
+                "summary": "Disconnect: delete the Xero connection, revoke if unused, destroy tokens",
+                "description": "Idempotent: disconnecting a revoked tenant answers 204 again.",
+                "parameters": [TENANT_REF],
+                "responses": {
+                    "204": {
+                        "description": "Disconnected.",
+                        "headers": {"X-Request-Id": _request_id_header()},
+                    },
+                    **_signed_errors(),
+                },
+            },
+        },
+        "/v1/tenants": {
+            "get": {
+                "operationId": "listTenants",
+                "summary": "The vendor's tenants, paged",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                ],
+                "responses": {
+                    "200": _json_response("A page of tenants.", _ref("TenantPage")),
+                    **_signed_errors(),
+                },
+            }
+        },
+    }
+
+
+def _browser_paths() -> dict[str, Any]:
+    session = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    page = {"description": "An HTML page.", "content": HTML}
+    return {
+        "/connect/{session_id}": {
+            "get": {
+                "operationId": "connectPage",
+                "summary": "Hosted connect page (browser)",
+                "security": [],
+                "parameters": [session],
+                "responses": {
+                    "200": page,
+                    "404": page,
+                    "410": {"description": "Expired or used.", "content": HTML},
+                },
+            }
+        },
+        "/connect/{session_id}/start": {
+            "post": {
+                "operationId": "connectStart",
+                "summary": "The page's Connect to Xero button: redirects to Xero's authorize endpoint",
+                "security": [],
+                "parameters": [session],
+                "responses": {"303": {"description": "To Xero."}, "404": page, "410": page},
+            }
+        },
+        "/oauth/callback": {
+            "get": {
+                "operationId": "oauthCallback",
+                "summary": "Xero's redirect target",
+                "description": (
+                    "On success 302 to return_url?status=connected&tenant_ref=…&session_id=…; on failure "
+                    "302 to return_url?status=error&error=CODE&session_id=… with CODE one of access_denied, "
+                    "no_practice_manager_access, practice_mismatch, upstream_error. An unknown, expired or "
+                    "reused state gets an HTML page and no redirect."
+                ),
+                "security": [],
+                "parameters": [
+                    {"name": name, "in": "query", "schema": {"type": "string"}}
+                    for name in ("code", "state", "error", "iss")
+                ],
+                "responses": {"302": {"description": "Back to the vendor."}, "400": page},
+            }
+        },
+        "/demo": {
+            "get": {
+                "operationId": "demoPage",
+                "summary": "Local stack only: a tiny vendor page (connect, reconnect, disconnect)",
+                "security": [],
+                "responses": {"200": page, "404": _problem_response("Not on the local stack.")},
+            }
+        },
+        "/demo/{action}": {
+            "post": {
+                "operationId": "demoAction",
+                "summary": "Local stack only: the demo page's buttons",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "action",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["connect", "reconnect", "disconnect"]},
+                    }
+                ],
+                "responses": {"303": {"description": "Next page."}, "404": _problem_response()},
+            }
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    iso = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        "Problem": PROBLEM_SCHEMA,
+        "Health": {
+            "type": "object",
+            "required": ["status", "stage", "version"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "stage": {"type": "string"},
+                "version": {"type": "string"},
+            },
+        },
+        "ConnectSessionRequest": {
+            "type": "object",
+            "required": ["return_url"],
+            "properties": {
+                "return_url": {
+                    "type": "string",
+                    "description": "Exactly one of the vendor's registered URLs.",
+                },
+                "mode": {"type": "string", "enum": ["connect", "reauthorise"], "default": "connect"},
+                "allow_practice_change": {"type": "boolean", "default": False},
+                "user": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "email": {"type": "string"},
+                        "mfa_verified": {"type": "boolean"},
+                    },
+                },
+            },
+        },
+        "ConnectSession": {
+            "type": "object",
+            "required": ["connect_url", "session_id", "expires_at"],
+            "properties": {
+                "connect_url": {"type": "string", "format": "uri"},
+                "session_id": {"type": "string"},
+                "expires_at": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Connection": {
+            "type": "object",
+            "required": ["tenant_ref", "status"],
+            "properties": {
+                "tenant_ref": {"type": "string"},
+                "status": {"type": "string", "enum": list(STATUSES)},
+                "status_reason": {"type": ["string", "null"]},
+                "xero_tenant_id": {"type": ["string", "null"]},
+                "practice_name": {"type": ["string", "null"]},
+                "authorised_by": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        "xero_user_id": {"type": ["string", "null"]},
+                        "name": {"type": ["string", "null"]},
+                        "email": {"type": ["string", "null"]},
+                    },
+                },
+                "scopes": {"type": "array", "items": {"type": "string"}},
+                "connected_at": iso,
+                "updated_at": iso,
+                "revoked_at": iso,
+                "last_refreshed_at": iso,
+                "refresh_token_expires_at": iso,
+                "next_rotation_at": iso,
+            },
+        },
+        "TenantPage": {
+            "type": "object",
+            "required": ["tenants", "next_cursor"],
+            "properties": {
+                "tenants": {"type": "array", "items": _ref("Connection")},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+    }
+
+
+def build_document(settings: Settings) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -65,14 +318,8 @@ def build_document(settings: Settings) -> dict[str, Any]:
                     "summary": "Liveness",
                     "security": [],
                     "responses": {
-                        "200": {
-                            "description": "The broker is up.",
-                            "headers": {"X-Request-Id": _request_id_header()},
-                            "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/Health"}}
-                            },
-                        },
-                        "default": problem_response,
+                        "200": _json_response("The broker is up.", _ref("Health")),
+                        "default": _problem_response(),
                     },
                 }
             },
@@ -82,29 +329,16 @@ def build_document(settings: Settings) -> dict[str, Any]:
                     "summary": "This document",
                     "security": [],
                     "responses": {
-                        "200": {
-                            "description": "The OpenAPI 3.1 document.",
-                            "headers": {"X-Request-Id": _request_id_header()},
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
-                        "default": problem_response,
+                        "200": _json_response("The OpenAPI 3.1 document.", {"type": "object"}),
+                        "default": _problem_response(),
                     },
                 }
             },
+            **_vendor_paths(),
+            **_browser_paths(),
         },
         "components": {
-            "schemas": {
-                "Problem": PROBLEM_SCHEMA,
-                "Health": {
-                    "type": "object",
-                    "required": ["status", "stage", "version"],
-                    "properties": {
-                        "status": {"type": "string", "enum": ["ok"]},
-                        "stage": {"type": "string"},
-                        "version": {"type": "string"},
-                    },
-                },
-            },
+            "schemas": _schemas(),
             "securitySchemes": {
                 "httpMessageSignature": {
                     "type": "apiKey",

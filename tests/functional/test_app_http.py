@@ -78,3 +78,13 @@ def test_errors_render_as_problem_json_and_internal_details_stay_inside() -> Non
         assert json.loads(crashed.body)["code"] == "internal_error"
         assert b"secret-token-value" not in crashed.body
         assert "X-Request-Id" in crashed.headers
+
+
+def test_every_route_is_documented(client: Client) -> None:
+    from app import app
+
+    document = client.http.get("/openapi.json").json_body
+    for path, methods in app.routes.items():
+        assert path in document["paths"], path
+        for method in methods:
+            assert method.lower() in document["paths"][path], f"{method} {path}"
