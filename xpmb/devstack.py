@@ -62,6 +62,9 @@ def port_from_env(env: dict[str, str], variable: str) -> int:
 
 def ensure_port_free(port: int, variable: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers themselves do: connections of a previous run lingering in TIME_WAIT
+        # must not count as "in use", or a second `make run` right after Ctrl-C would fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError as exc:
