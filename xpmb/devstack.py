@@ -24,12 +24,12 @@ from typing import IO
 
 import requests
 
-from chalicelib.config import build_settings
-
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 DEFAULT_PORTS = {"XPMB_PORT": 8000, "XPMB_SANDBOX_PORT": 8090, "XPMB_AWS_PORT": 5000}
 LOCAL_CLIENT_ID = "XPMB-LOCAL-SANDBOX-APP"
+# Start-up chatter of libraries that says nothing a developer can act on.
+NOISE = ("settings for pynamo", "Using Default settings value", "Found credentials in environment variables")
 
 
 class DevStackError(Exception):
@@ -145,7 +145,7 @@ class DevStack:
         for raw in child.process.stdout:
             line = raw.decode(errors="replace").rstrip()
             child.output = [*child.output[-49:], line]
-            if not self._stopping.is_set():
+            if not self._stopping.is_set() and not any(noise in line for noise in NOISE):
                 self.say(f"[{child.name}] {line}")
 
     def say(self, line: str) -> None:
@@ -183,12 +183,11 @@ class DevStack:
         aws_port = self.ports["XPMB_AWS_PORT"]
         moto = self.spawn("aws", [py, "-m", "xpmb.local_aws", "-p", str(aws_port)], env)
         self.wait_http(moto, f"{env['AWS_ENDPOINT_URL']}/moto-api/")
-        from xpmb.bootstrap import bootstrap
-
-        report = bootstrap(build_settings(env))
-        self.say(
-            f"local AWS ready: {len(report.created)} resource(s) created, {len(report.existing)} existing"
-        )
+        # Bootstrap with the operator CLI in the children's environment (local AWS endpoint and
+        # credentials), never with whatever AWS credentials this shell happens to have.
+        created = self._cli(["bootstrap"], env)
+        made = sum(1 for line in created.splitlines() if line.startswith("created"))
+        self.say(f"local AWS ready: {made} resource(s) created from chalicelib/resources.py")
         if self.use_sandbox:
             sandbox = self.spawn(
                 "sandbox",
@@ -221,17 +220,22 @@ class DevStack:
         """The demo vendor, created with the operator CLI as an operator would (contract.md §1)."""
         public = env["XPMB_PUBLIC_URL"]
         argv = [
-            str(Path(sys.executable).with_name("xpm-broker")), "vendors", "create", "--name", "Demo Docs",
+            "vendors", "create", "--name", "Demo Docs",
             "--xero-client-id", env["XERO_CLIENT_ID"], "--xero-client-secret", env["XERO_CLIENT_SECRET"],
             "--return-url", f"{public}/demo", "--webhook-url", f"{public}/demo/webhooks", "--json",
         ]  # fmt: skip
+        created: dict[str, str] = json.loads(self._cli(argv, env))
+        return created
+
+    def _cli(self, argv: list[str], env: dict[str, str]) -> str:
+        """Run ``xpm-broker ARGV`` in the children's environment; its stdout, or DevStackError."""
+        command = [str(Path(sys.executable).with_name("xpm-broker")), *argv]
         result = subprocess.run(  # noqa: S603 - argv is built from sys.executable and our settings
-            argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=60, check=False
+            command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=120, check=False
         )
         if result.returncode != 0:
-            raise DevStackError(f"could not create the demo vendor: {result.stderr.strip()[-300:]}")
-        created: dict[str, str] = json.loads(result.stdout)
-        return created
+            raise DevStackError(f"xpm-broker {argv[0]} failed: {result.stderr.strip()[-300:]}")
+        return result.stdout
 
     def _register_sandbox_app(self, env: dict[str, str]) -> None:
         """Register the broker's callback as a Xero app in the sandbox (like the developer portal)."""
