@@ -10,12 +10,11 @@ from flask.typing import ResponseReturnValue
 
 from sandbox.bearer import bearer_claims, problem_response
 from sandbox.fault_responses import after_work, before_work
+from sandbox.limits import rate_limiter
 from sandbox.state import Connection, SandboxState, get_state
 from sandbox.tokens import TokenError
 
 bp = Blueprint("sandbox_connections", __name__)
-
-_APP_MINUTE_KEY = "connections.app_minute"
 
 
 def xero_timestamp(epoch: float) -> str:
@@ -36,19 +35,8 @@ def connection_json(connection: Connection) -> dict[str, Any]:
 
 
 def _app_minute_remaining(state: SandboxState, client_id: str) -> int:
-    """The app-wide minute budget left after this call, counting tenantless calls only.
-
-    A simple fixed window on the sandbox clock; the XPM limiter (sandbox/limits.py) keeps its own.
-    """
-    window = int(state.clock.now() // 60)
-    with state.lock:
-        seen_window, counts = state.extra.get(_APP_MINUTE_KEY, (window, {}))
-        if seen_window != window:
-            counts = {}
-        used: int = counts.get(client_id, 0) + 1
-        counts[client_id] = used
-        state.extra[_APP_MINUTE_KEY] = (window, counts)
-    return max(0, state.config.limits.app_per_minute - used)
+    """The app-wide minute budget left after this call: one budget with the XPM calls (§2.1)."""
+    return rate_limiter(state).count_app_call(state.config.limits, client_id, state.clock.now())
 
 
 def _tenantless(response: Response, state: SandboxState, client_id: str) -> Response:

@@ -104,6 +104,15 @@ class RateLimiter:
                 app_minute_remaining=max(0, limits.app_per_minute - app),
             )
 
+    def count_app_call(self, limits: Limits, client_id: str, now: float) -> int:
+        """Count a tenantless call (``/connections``) in the app-wide minute; the budget left."""
+        index, _ = _window(client_id, MINUTE, now)
+        with self._lock:
+            seen_index, count = self._windows.get(("app", client_id), (index, 0))
+            count = (count if seen_index == index else 0) + 1
+            self._windows[("app", client_id)] = (index, count)
+        return max(0, limits.app_per_minute - count)
+
     def release(self, admission: Admission) -> None:
         """The admitted call has finished: it no longer counts against ``concurrent``."""
         pair = f"{admission.client_id}/{admission.tenant_id}"

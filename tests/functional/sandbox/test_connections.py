@@ -248,3 +248,19 @@ def test_connections_timeout_fault(sandbox: SandboxServer, app: AppCredentials) 
     assert list_connections(sandbox, tokens["access_token"]).status_code == 200  # the fault was one-shot
     # Let the slow call finish here rather than inside the next test's freshly reset sandbox.
     time.sleep(max(0.0, started + 1.2 - time.monotonic()))
+
+
+def test_connections_and_xpm_calls_share_one_app_minute_budget(sandbox: SandboxServer) -> None:
+    sandbox.state.config.limits.app_per_minute = 5
+    app = register_app(sandbox)
+    tokens = connect(sandbox, app, ALICE, BLOGGS)
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    for _ in range(2):
+        staff = requests.get(
+            f"{sandbox.url}/practicemanager/3.0/staff.api/list",
+            headers={**bearer, "xero-tenant-id": BLOGGS},
+            timeout=TIMEOUT,
+        )
+        assert staff.status_code == 200
+    listing = requests.get(f"{sandbox.url}/connections", headers=bearer, timeout=TIMEOUT)
+    assert listing.headers["X-AppMinLimit-Remaining"] == "2"
