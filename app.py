@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from chalice import Chalice
 
+from chalicelib.config import queue_name_for_handlers
 from chalicelib.tenants.routes import bp as vendor_api
 from chalicelib.web import http
 from chalicelib.web.routes import bp as web_routes
+from chalicelib.xpm.routes import bp as xpm_api
 
 app = Chalice(app_name="xpm-broker")
 app.register_blueprint(web_routes)
 app.register_blueprint(vendor_api)
+app.register_blueprint(xpm_api)
 http.install(app)
+
+
+@app.on_sqs_message(queue=queue_name_for_handlers("pushes"), batch_size=5)
+def push_worker(event: Any) -> dict[str, Any]:
+    """Entity pushes queued by POST …/xpm/pushes (partial batch failures reported)."""
+    from chalicelib.xpm.pushes import handle_push_messages
+
+    return handle_push_messages(event.to_dict(), event.context)

@@ -97,3 +97,14 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached Settings (tests and the dev supervisor change env)."""
     get_settings.cache_clear()
+
+
+def queue_name_for_handlers(logical: str) -> str:
+    """A queue's name for ``@app.on_sqs_message``, which Chalice needs when app.py is imported.
+
+    Reads only env (no clients, no I/O); falls back to the local stage where nothing is set,
+    e.g. under the Chalice test client, which sets stage variables per request only.
+    """
+    stage = os.environ.get("XPMB_STAGE") or "local"
+    prefix = os.environ.get("XPMB_QUEUE_PREFIX", f"xpmb-{stage}-")
+    return f"{prefix}{logical}"

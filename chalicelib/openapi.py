@@ -150,6 +150,98 @@ def _vendor_paths() -> dict[str, Any]:
     }
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "description": (
+        "1-255 characters [A-Za-z0-9_-]; the same key with the same body replays the first response "
+        "for 24 hours (header Idempotent-Replayed: true)."
+    ),
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,255}$"},
+}
+RATE = {
+    name: {"schema": {"type": "string"}, "description": "Xero's remaining budget for this practice."}
+    for name in ("X-MinLimit-Remaining", "X-DayLimit-Remaining", "X-AppMinLimit-Remaining")
+}
+
+
+def _xpm_errors() -> dict[str, Any]:
+    return {
+        **_signed_errors(),
+        "409": _problem_response("connection_not_active, idempotency_in_progress or xpm_create_ambiguous."),
+        "429": _problem_response("rate_limited (the broker's governor or Xero's); honour Retry-After."),
+        "502": _problem_response("upstream_unavailable: Xero was unreachable or failed."),
+    }
+
+
+def _xpm_paths() -> dict[str, Any]:
+    uuid = {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}
+    push_id = {"name": "push_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/v1/tenants/{tenant_ref}/xpm/clients": {
+            "get": {
+                "operationId": "searchClients",
+                "summary": "Live XPM client search (at least 3 characters)",
+                "parameters": [
+                    TENANT_REF,
+                    {
+                        "name": "search",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 3},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        **_json_response("Matching clients.", _ref("ClientList")),
+                        "headers": {"X-Request-Id": _request_id_header(), **RATE},
+                    },
+                    **_xpm_errors(),
+                },
+            },
+            "post": {
+                "operationId": "createClient",
+                "summary": "Create one XPM client, with optional relationships",
+                "parameters": [TENANT_REF, IDEMPOTENCY_KEY],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ClientInput")}},
+                },
+                "responses": {"201": _json_response("The created client.", _ref("Client")), **_xpm_errors()},
+            },
+        },
+        "/v1/tenants/{tenant_ref}/xpm/clients/{uuid}": {
+            "get": {
+                "operationId": "getClient",
+                "summary": "One XPM client with contacts, groups and relationships",
+                "parameters": [TENANT_REF, uuid],
+                "responses": {"200": _json_response("The client.", _ref("Client")), **_xpm_errors()},
+            }
+        },
+        "/v1/tenants/{tenant_ref}/xpm/pushes": {
+            "post": {
+                "operationId": "createPush",
+                "summary": "Push an entity graph (entity, parties, relationships) to XPM as a job",
+                "parameters": [TENANT_REF, IDEMPOTENCY_KEY],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("PushRequest")}},
+                },
+                "responses": {"202": _json_response("Queued.", _ref("PushAccepted")), **_xpm_errors()},
+            }
+        },
+        "/v1/tenants/{tenant_ref}/xpm/pushes/{push_id}": {
+            "get": {
+                "operationId": "getPush",
+                "summary": "A push job's status with per-record results",
+                "parameters": [TENANT_REF, push_id],
+                "responses": {"200": _json_response("The job.", _ref("Push")), **_signed_errors()},
+            }
+        },
+    }
+
+
 def _browser_paths() -> dict[str, Any]:
     session = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
     page = {"description": "An HTML page.", "content": HTML}
@@ -202,6 +294,40 @@ def _browser_paths() -> dict[str, Any]:
                 "responses": {"200": page, "404": _problem_response("Not on the local stack.")},
             }
         },
+        "/demo/search": {
+            "get": {
+                "operationId": "demoSearch",
+                "summary": "Local stack only: the demo page's typeahead (names and UUIDs)",
+                "security": [],
+                "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json_response("Suggestions.", {"type": "object"}),
+                    "404": _problem_response(),
+                },
+            }
+        },
+        "/demo/clients/{uuid}": {
+            "get": {
+                "operationId": "demoClient",
+                "summary": "Local stack only: one client, as the demo vendor shows it",
+                "security": [],
+                "parameters": [
+                    {"name": "uuid", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": page, "404": _problem_response()},
+            }
+        },
+        "/demo/pushes/{push_id}": {
+            "get": {
+                "operationId": "demoPush",
+                "summary": "Local stack only: a push job's progress",
+                "security": [],
+                "parameters": [
+                    {"name": "push_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": page, "404": _problem_response()},
+            }
+        },
         "/demo/{action}": {
             "post": {
                 "operationId": "demoAction",
@@ -212,7 +338,7 @@ def _browser_paths() -> dict[str, Any]:
                         "name": "action",
                         "in": "path",
                         "required": True,
-                        "schema": {"type": "string", "enum": ["connect", "reconnect", "disconnect"]},
+                        "schema": {"type": "string", "enum": ["connect", "reconnect", "disconnect", "push"]},
                     }
                 ],
                 "responses": {"303": {"description": "Next page."}, "404": _problem_response()},
@@ -289,6 +415,82 @@ def _schemas() -> dict[str, Any]:
                 "next_rotation_at": iso,
             },
         },
+        "Client": {
+            "type": "object",
+            "description": "An XPM client in snake_case (docs/xpm-json.md); lists are arrays, empties null.",
+            "required": ["uuid", "name"],
+            "properties": {
+                "uuid": {"type": "string"},
+                "name": {"type": "string"},
+                "tax_number": {"type": ["string", "null"], "description": "Masked (***123) by default."},
+                "contacts": {"type": "array", "items": {"type": "object"}},
+                "groups": {"type": "array", "items": {"type": "object"}},
+                "relationships": {"type": "array", "items": {"type": "object"}},
+            },
+            "additionalProperties": True,
+        },
+        "ClientList": {
+            "type": "object",
+            "required": ["clients"],
+            "properties": {"clients": {"type": "array", "items": _ref("Client")}},
+        },
+        "ClientInput": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "maxLength": 255},
+                "business_structure": {"type": "string"},
+                "relationships": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {
+                            "type": {"type": "string"},
+                            "related_client_uuid": {"type": "string"},
+                            "related_client": {"type": "object"},
+                            "number_of_shares": {"type": "number"},
+                            "percentage": {"type": "number"},
+                            "start_date": {"type": "string", "format": "date"},
+                            "end_date": {"type": "string", "format": "date"},
+                        },
+                    },
+                },
+            },
+            "additionalProperties": True,
+        },
+        "PushRequest": {
+            "type": "object",
+            "required": ["entity"],
+            "properties": {
+                "entity": {"type": "object", "required": ["name", "business_structure"]},
+                "parties": {"type": "array", "items": {"type": "object", "required": ["ref"]}},
+                "relationships": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["type", "related"]},
+                },
+            },
+        },
+        "PushAccepted": {
+            "type": "object",
+            "required": ["push_id", "status"],
+            "properties": {"push_id": {"type": "string"}, "status": {"type": "string"}},
+        },
+        "Push": {
+            "type": "object",
+            "required": ["push_id", "status", "records", "relationships"],
+            "properties": {
+                "push_id": {"type": "string"},
+                "tenant_ref": {"type": "string"},
+                "status": {"type": "string", "enum": ["queued", "running", "completed", "failed"]},
+                "error": {"type": ["string", "null"]},
+                "attempts": {"type": "integer"},
+                "created_at": iso,
+                "updated_at": iso,
+                "records": {"type": "array", "items": {"type": "object"}},
+                "relationships": {"type": "array", "items": {"type": "object"}},
+            },
+        },
         "TenantPage": {
             "type": "object",
             "required": ["tenants", "next_cursor"],
@@ -335,6 +537,7 @@ def build_document(settings: Settings) -> dict[str, Any]:
                 }
             },
             **_vendor_paths(),
+            **_xpm_paths(),
             **_browser_paths(),
         },
         "components": {

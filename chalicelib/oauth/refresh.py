@@ -182,6 +182,20 @@ def mark_needs_reauthorisation(grant: Grant, *, reason: str) -> None:
                 _mark_connection(tx, connection, reason, now)
 
 
+def mark_connection_needs_reauthorisation(connection: Connection, *, reason: str) -> bool:
+    """One tenant lost access (403 AuthenticationUnsuccessful: the authorising user lost the XPM
+    permission or left the practice, xero-reference §1.11). One event per change of state:
+    False when the connection was not active any more."""
+    try:
+        with transaction() as tx:
+            _mark_connection(tx, connection, reason, time.time())
+    except PynamoDBException as exc:
+        if is_conditional_failure(exc):
+            return False
+        raise StorageUnavailable() from exc
+    return True
+
+
 def _mark_connection(tx: Any, connection: Connection, reason: str, now: float) -> None:
     tx.update(
         connection,

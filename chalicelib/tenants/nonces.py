@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ class RequestNonce(Model):
     nonce_key = UnicodeAttribute(hash_key=True)
     expires_at = NumberAttribute()  # what correctness reads (D6: TTL deletion is only hygiene)
     expires_at_ttl = TTLAttribute()
+    claim_id = UnicodeAttribute(null=True)  # who wrote it: tells our own retried write from a replay
 
 
 @lru_cache(maxsize=8)
@@ -62,10 +64,12 @@ class DynamoNonceStore:
 
     def claim(self, key_id: str, nonce: str, expires_at: float) -> bool:
         model = self._model()
+        claim_id = secrets.token_hex(8)
         item = model(
             f"{key_id}#{nonce}",
             expires_at=expires_at,
             expires_at_ttl=datetime.fromtimestamp(math.ceil(expires_at), tz=UTC),
+            claim_id=claim_id,
         )
         # New, or held by a claim whose window has passed: DynamoDB deletes expired items only
         # "typically within two days" (D6), so an expired row must not block a fresh claim.
@@ -74,9 +78,20 @@ class DynamoNonceStore:
             item.save(condition=condition)
         except PynamoDBException as error:
             if is_conditional_failure(error):
-                return False
+                # The SDK retries a write whose answer was slow or lost; if that first write in
+                # fact landed, the retry fails its condition on our own row. Only another
+                # writer's row is a replay.
+                return self._written_by(model, item.nonce_key, claim_id)
             # botocore's text names tables and endpoints: our log gets the code, the caller a 503.
             cause = error.cause_response_code or type(error.cause).__name__
             logger.warning("nonce store unavailable: %s", cause)
             raise StorageUnavailable() from None
         return True
+
+    @staticmethod
+    def _written_by(model: type[RequestNonce], nonce_key: str, claim_id: str) -> bool:
+        try:
+            stored = model.get(nonce_key, consistent_read=True)
+        except PynamoDBException:
+            return False
+        return bool(stored.claim_id == claim_id)

@@ -11,11 +11,12 @@ import html
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from chalicelib.config import get_settings
 from chalicelib.errors import BrokerError
 from chalicelib.oauth.explanations import explain
-from chalicelib.web.pages import render
+from chalicelib.web.pages import render, render_fragment
 
 DEMO_TENANT = "demo-firm"
 
@@ -38,7 +39,9 @@ def demo_vendor() -> DemoVendor:
     )
 
 
-def call_broker(vendor: DemoVendor, method: str, path: str, json_body: Any = None) -> Any:
+def call_broker(
+    vendor: DemoVendor, method: str, path: str, json_body: Any = None, key: str | None = None
+) -> Any:
     import requests
     from requests_http_signature import HTTPSignatureAuth, algorithms
 
@@ -48,7 +51,9 @@ def call_broker(vendor: DemoVendor, method: str, path: str, json_body: Any = Non
         signature_algorithm=algorithms.HMAC_SHA256,
         use_nonce=True,
     )
-    return requests.request(method, get_settings().public_url + path, json=json_body, auth=auth, timeout=30)
+    headers = {"Idempotency-Key": key} if key else {}
+    url = get_settings().public_url + path
+    return requests.request(method, url, json=json_body, auth=auth, headers=headers, timeout=30)
 
 
 def return_url() -> str:
@@ -73,7 +78,7 @@ def disconnect(vendor: DemoVendor) -> None:
     call_broker(vendor, "DELETE", f"/v1/tenants/{DEMO_TENANT}/connection")
 
 
-def page(vendor: DemoVendor, query: dict[str, str]) -> str:
+def page(vendor: DemoVendor, query: dict[str, str], nonce: str = "") -> str:
     response = call_broker(vendor, "GET", f"/v1/tenants/{DEMO_TENANT}/connection")
     connection: dict[str, Any] = response.json() if response.status_code == 200 else {}
     status = connection.get("status", "not connected")
@@ -84,10 +89,11 @@ def page(vendor: DemoVendor, query: dict[str, str]) -> str:
     else:
         actions.append(_button("/demo/reconnect", "Reconnect", "reconnect", "secondary"))
         actions.append(_button("/demo/disconnect", "Disconnect", "disconnect", "danger"))
+    tools = render_fragment("demo_tools", nonce=nonce) if status == "active" else ""
     return render(
         "demo",
         title="Demo vendor",
-        raw={"banner": _banner(query), "actions": "\n".join(actions)},
+        raw={"banner": _banner(query), "actions": "\n".join(actions), "tools": tools},
         vendor_name=vendor.name,
         tenant_ref=DEMO_TENANT,
         status=status,
@@ -116,3 +122,81 @@ def _banner(query: dict[str, str]) -> str:
         text = f"<strong>{html.escape(title)}.</strong> {html.escape(words)}"
         return f'<div class="error" id="banner"><p>{text}</p></div>'
     return ""
+
+
+def search(vendor: DemoVendor, text: str) -> dict[str, Any]:
+    response = call_broker(vendor, "GET", f"/v1/tenants/{DEMO_TENANT}/xpm/clients?search={quote(text)}")
+    body: dict[str, Any] = response.json() if response.status_code == 200 else {"clients": []}
+    return {"clients": [{"uuid": c.get("uuid"), "name": c.get("name")} for c in body.get("clients", [])]}
+
+
+def client_page(vendor: DemoVendor, uuid: str) -> str:
+    response = call_broker(vendor, "GET", f"/v1/tenants/{DEMO_TENANT}/xpm/clients/{quote(uuid)}")
+    if response.status_code != 200:
+        raise BrokerError("not_found", 404, "Not found", "No such client.")
+    client: dict[str, Any] = response.json()
+    shown = ("business_structure", "email", "phone", "date_of_birth", "tax_number", "company_number")
+    cells = ((html.escape(k.replace("_", " ")), html.escape(str(client.get(k) or "-"))) for k in shown)
+    rows = "\n".join(f"<tr><td>{label}</td><td>{value}</td></tr>" for label, value in cells)
+    relationships = (
+        "\n".join(
+            f"<li>{html.escape(str(r.get('type')))}: "
+            f"{html.escape(str((r.get('related_client') or {}).get('name') or '-'))}</li>"
+            for r in client.get("relationships") or []
+        )
+        or "<li>none</li>"
+    )
+    return render(
+        "demo_client",
+        title=str(client.get("name") or "Client"),
+        raw={"rows": rows, "relationships": relationships},
+        client_name=client.get("name") or "-",
+    )
+
+
+def push_company(vendor: DemoVendor, form: dict[str, str]) -> str:
+    import uuid
+
+    directors = [
+        ("d1", form.get("d1_first", ""), form.get("d1_last", "")),
+        ("d2", form.get("d2_first", ""), form.get("d2_last", "")),
+    ]
+    body = {
+        "entity": {"name": form.get("company", "").strip(), "business_structure": "Company"},
+        "parties": [
+            {"ref": ref, "first_name": first.strip(), "last_name": last.strip()}
+            for ref, first, last in directors
+        ],
+        "relationships": [{"type": "Director", "related": ref} for ref, _, _ in directors],
+    }
+    response = call_broker(
+        vendor, "POST", f"/v1/tenants/{DEMO_TENANT}/xpm/pushes", body, key=str(uuid.uuid4())
+    )
+    if response.status_code != 202:
+        raise BrokerError("demo_failed", 502, "Push refused", response.text[:300])
+    return str(response.json()["push_id"])
+
+
+def push_page(vendor: DemoVendor, push_id: str) -> str:
+    response = call_broker(vendor, "GET", f"/v1/tenants/{DEMO_TENANT}/xpm/pushes/{quote(push_id)}")
+    if response.status_code != 200:
+        raise BrokerError("not_found", 404, "Not found", "No such push.")
+    push: dict[str, Any] = response.json()
+    rows = "\n".join(
+        f"<tr><td>{html.escape(str(r['ref']))}</td><td>{html.escape(str(r.get('name') or ''))}</td>"
+        f"<td>{html.escape(str(r.get('action') or r['status']))}</td></tr>"
+        for r in push["records"]
+    )
+    relationships = "\n".join(
+        f"<li>{html.escape(r['type'])} {html.escape(r['related'])}: {html.escape(r['status'])}</li>"
+        for r in push["relationships"]
+    )
+    done = push["status"] in ("completed", "failed")
+    refresh = "" if done else '<meta http-equiv="refresh" content="1">'
+    return render(
+        "demo_push",
+        title="Push",
+        raw={"rows": rows, "relationships": relationships, "refresh": refresh},
+        push_id=push_id,
+        status=push["status"],
+    )

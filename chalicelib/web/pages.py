@@ -47,15 +47,21 @@ def render(name: str, *, title: str, raw: dict[str, str] | None = None, **values
     return _template("layout").substitute(title=html.escape(title), content=content)
 
 
+def render_fragment(name: str, **values: Any) -> str:
+    """A template without the layout (for pieces embedded in a page); values are escaped."""
+    return _template(name).substitute({k: html.escape(str(v)) for k, v in values.items()})
+
+
 def scope_items(scopes: str) -> str:
     words = [SCOPE_WORDS.get(s, s) for s in scopes.split() if s != "openid"]
     return "\n".join(f"<li>{html.escape(w)}</li>" for w in dict.fromkeys(words))
 
 
-def security_headers(form_targets: list[str] | None = None) -> Headers:
+def security_headers(form_targets: list[str] | None = None, script_nonce: str | None = None) -> Headers:
     origins = " ".join(sorted({_origin(u) for u in form_targets or [] if _origin(u)}))
+    scripts = f"script-src 'nonce-{script_nonce}'; connect-src 'self'; " if script_nonce else ""
     csp = (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; "
+        f"default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; {scripts}"
         f"frame-ancestors 'none'; form-action 'self' {origins}".strip()
     )
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import secrets
 import time
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -124,11 +125,42 @@ def demo_page() -> Response:
 
     vendor = demo.demo_vendor()
     query = {k: v for k, v in (bp.current_request.query_params or {}).items() if isinstance(v, str)}
-    return Response(body=demo.page(vendor, query), status_code=200, headers=security_headers())
+    nonce = secrets.token_urlsafe(16)
+    body = demo.page(vendor, query, nonce)
+    return Response(body=body, status_code=200, headers=security_headers(script_nonce=nonce))
+
+
+@bp.route("/demo/search", methods=["GET"])
+def demo_search() -> dict[str, Any]:
+    from chalicelib.web import demo
+
+    vendor = demo.demo_vendor()
+    params: dict[str, str] = dict(bp.current_request.query_params or {})
+    return demo.search(vendor, params.get("q", ""))
+
+
+@bp.route("/demo/clients/{uuid}", methods=["GET"])
+def demo_client(uuid: str) -> Response:
+    from chalicelib.web import demo
+
+    return Response(
+        body=demo.client_page(demo.demo_vendor(), uuid), status_code=200, headers=security_headers()
+    )
+
+
+@bp.route("/demo/pushes/{push_id}", methods=["GET"])
+def demo_push(push_id: str) -> Response:
+    from chalicelib.web import demo
+
+    return Response(
+        body=demo.push_page(demo.demo_vendor(), push_id), status_code=200, headers=security_headers()
+    )
 
 
 @bp.route("/demo/{action}", methods=["POST"], content_types=FORM)
 def demo_action(action: str) -> Response:
+    from urllib.parse import parse_qs
+
     from chalicelib.web import demo
 
     vendor = demo.demo_vendor()
@@ -137,6 +169,11 @@ def demo_action(action: str) -> Response:
     elif action == "disconnect":
         demo.disconnect(vendor)
         location = "/demo"
+    elif action == "push":
+        raw = bp.current_request.raw_body or b""
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        form = {k: v[0] for k, v in parse_qs(text).items()}
+        location = f"/demo/pushes/{demo.push_company(vendor, form)}"
     else:
         return problem_page(PageProblem(404, "not_found", "Not found", "No such demo action."))
     return Response(body="", status_code=303, headers={"Location": location, "Cache-Control": "no-store"})

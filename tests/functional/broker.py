@@ -170,3 +170,47 @@ def query_of(location: str) -> dict[str, list[str]]:
 
 def text_of(html: bytes) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html.decode()))
+
+
+@dataclass
+class LiveBroker:
+    """The same app served by ``chalice local``'s threaded server on a free loopback port."""
+
+    url: str
+    vendor: VendorCredentials
+
+    def get(self, path: str) -> requests.Response:
+        auth = HTTPSignatureAuth(
+            key=self.vendor.key_secret.encode(),
+            key_id=self.vendor.key_id,
+            signature_algorithm=algorithms.HMAC_SHA256,
+            use_nonce=True,
+        )
+        return requests.get(self.url + path, auth=auth, timeout=60)
+
+
+def live_broker_fixture(broker: BrokerUnderTest, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveBroker]:
+    import threading
+
+    from chalice.config import Config
+    from chalice.local import create_local_server
+
+    from app import app
+    from chalicelib.config import reset_settings
+
+    original_class = app.__class__
+    config = Config.create(chalice_stage="local", app_name="xpm-broker", project_dir=str(PROJECT_DIR))
+    server = create_local_server(app, config, "127.0.0.1", 0)
+    host, port = server.server.server_address[:2]
+    url = f"http://{host}:{port}"
+    # Signatures cover the public URL: here that is the live server's address.
+    monkeypatch.setenv("XPMB_PUBLIC_URL", url)
+    reset_settings()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LiveBroker(url, broker.vendor)
+    finally:
+        server.shutdown()
+        app.__class__ = original_class
+        reset_settings()
