@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.browser import ARTIFACTS, browser_page
 from tests.e2e.stack import RunningStack, stack_env, start_stack
@@ -44,6 +45,32 @@ def test_connect_reconnect_disconnect_in_a_browser(stack: RunningStack) -> None:
         assert page.inner_text("#connection-status") == "active"
         assert page.inner_text("#practice-name").startswith("Bloggs")
         page.screenshot(path=str(ARTIFACTS / "demo-connected.png"))
+
+        # Typeahead from the third letter, then a client's detail.
+        page.fill("#client-search", "Bl")
+        page.wait_for_timeout(400)
+        assert page.locator("a.suggestion").count() == 0
+        page.fill("#client-search", "Blogg")
+        page.wait_for_selector("a.suggestion")
+        page.locator("a.suggestion", has_text="Bloggs Electrical").first.click()
+        page.wait_for_url(f"{stack.broker_url}/demo/clients/*")
+        assert "Bloggs Electrical" in page.inner_text("#client-name")
+        assert page.locator("#relationships li").count() >= 1
+        page.screenshot(path=str(ARTIFACTS / "demo-client.png"))
+        page.goto(f"{stack.broker_url}/demo")
+
+        # Push a new company with two directors; the pump runs the job like SQS + Lambda would.
+        page.fill("input[name=company]", "Browser Push Pty Ltd")
+        page.fill("input[name=d1_first]", "Dana")
+        page.fill("input[name=d1_last]", "Director")
+        page.fill("input[name=d2_first]", "Dev")
+        page.fill("input[name=d2_last]", "Director")
+        page.click("#push")
+        page.wait_for_url(f"{stack.broker_url}/demo/pushes/*")
+        expect(page.locator("#push-status")).to_have_text("completed", timeout=60_000)
+        assert page.locator("#push-records tr").count() == 3
+        page.screenshot(path=str(ARTIFACTS / "demo-push.png"))
+        page.goto(f"{stack.broker_url}/demo")
 
         page.click("#reconnect")
         page.wait_for_url(f"{stack.broker_url}/connect/*")

@@ -366,3 +366,84 @@ def test_no_tax_number_reaches_the_logs(connected: BrokerUnderTest, caplog: pyte
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     assert canary not in logged
     assert canary not in json.dumps(response.json_body)
+
+
+def _simple_push(connected: BrokerUnderTest, key: str) -> str:
+    body = {
+        "entity": {"name": f"Fault Test {key} Pty Ltd", "business_structure": "Company"},
+        "parties": [{"ref": "d", "first_name": "Dee", "last_name": f"Director{key}"}],
+        "relationships": [{"type": "Director", "related": "d"}],
+    }
+    response = _post(connected, "/v1/tenants/firm-1/xpm/pushes", body, key=key)
+    assert response.status_code == 202, response.body
+    return str(response.json_body["push_id"])
+
+
+def _job(connected: BrokerUnderTest, push_id: str) -> dict[str, Any]:
+    return dict(connected.signed("GET", f"/v1/tenants/firm-1/xpm/pushes/{push_id}").json_body)
+
+
+def test_the_broker_refuses_before_xero_would(
+    connected: BrokerUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XPMB_GOVERNOR_PER_MINUTE", "3")
+    monkeypatch.setenv("XPMB_GOVERNOR_SLOT_WAIT_SECONDS", "0")
+    before = calls(connected.sandbox).get("xpm.client.search", 0)
+    statuses = [connected.signed("GET", "/v1/tenants/firm-1/xpm/clients?search=bloggs") for _ in range(4)]
+    assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
+    refused = statuses[3]
+    assert refused.status_code == 429
+    assert refused.json_body["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert calls(connected.sandbox).get("xpm.client.search", 0) == before + 3
+
+
+def test_a_push_survives_a_timeout_and_a_429_burst(connected: BrokerUnderTest) -> None:
+    push_id = _simple_push(connected, "t1")
+    arm_fault(connected.sandbox, "xpm.client.add", "drop_response")  # applied, answer lost
+    arm_fault(connected.sandbox, "xpm.client.addrelationship", "rate_limit", retry_after=1, problem="minute")
+    for _ in range(4):
+        _drain_pushes(connected)
+        if _job(connected, push_id)["status"] == "completed":
+            break
+        time.sleep(1.1)  # the message comes back when the rate window reopens
+    job = _job(connected, push_id)
+    assert job["status"] == "completed", job
+    assert len(_named(connected, "Fault Test t1 Pty Ltd")) == 1
+    assert all(r["status"] == "done" for r in job["relationships"])
+
+
+def test_token_expiry_mid_push_refreshes_and_carries_on(connected: BrokerUnderTest) -> None:
+    push_id = _simple_push(connected, "t2")
+    requests.post(f"{connected.sandbox.url}/_sandbox/clock/advance", json={"seconds": 1900}, timeout=5)
+    before = calls(connected.sandbox).get("identity.token.refresh", 0)
+    _drain_pushes(connected)
+    assert _job(connected, push_id)["status"] == "completed"
+    assert calls(connected.sandbox).get("identity.token.refresh", 0) == before + 1
+
+
+def test_invalid_grant_during_a_push_fails_it_and_flags_the_connection(connected: BrokerUnderTest) -> None:
+    push_id = _simple_push(connected, "t3")
+    connection = Connection.get(connected.vendor.vendor_id, "firm-1")
+    Grant.get(connection.grant_id).update(actions=[Grant.access_expires_at.set(time.time() - 5)])
+    arm_fault(connected.sandbox, "token.refresh", "invalid_grant")
+    _drain_pushes(connected)
+    job = _job(connected, push_id)
+    assert job["status"] == "failed"
+    assert job["error"] == "connection_not_active"
+    types = [e.type for e in Event.query(connected.vendor.vendor_id)]
+    assert "connection.needs_reauthorisation" in types
+    assert types[-1] == "push.failed"
+    assert _drain_pushes(connected) == 0  # nothing left to redeliver
+
+
+def test_a_redelivered_finished_push_changes_nothing(connected: BrokerUnderTest) -> None:
+    from chalicelib.xpm.pushes import run_push
+
+    push_id = _simple_push(connected, "t4")
+    _drain_pushes(connected)
+    adds = calls(connected.sandbox).get("xpm.client.add", 0)
+    events = len(list(Event.query(connected.vendor.vendor_id)))
+    run_push(push_id)  # SQS delivers at least once
+    assert calls(connected.sandbox).get("xpm.client.add", 0) == adds
+    assert len(list(Event.query(connected.vendor.vendor_id))) == events

@@ -5,14 +5,16 @@ from __future__ import annotations
 import chalicelib.audit
 import chalicelib.oauth.models
 import chalicelib.tenants.models
-import chalicelib.webhooks.models  # noqa: F401 - importing registers the models
+import chalicelib.webhooks.models
+import chalicelib.xpm.governor
+import chalicelib.xpm.push_models  # noqa: F401 - importing registers the models
 from chalicelib.resources import table_def
 from chalicelib.storage import registered_models
 
 
 def test_models_agree_with_table_definitions() -> None:
     models = registered_models()
-    assert len(models) >= 8
+    assert len(models) >= 10
     for model in models:
         table = table_def(model.logical_table)
         attributes = model.get_attributes()
