@@ -447,3 +447,13 @@ def test_a_redelivered_finished_push_changes_nothing(connected: BrokerUnderTest)
     run_push(push_id)  # SQS delivers at least once
     assert calls(connected.sandbox).get("xpm.client.add", 0) == adds
     assert len(list(Event.query(connected.vendor.vendor_id))) == events
+
+
+def test_an_unknown_client_uuid_is_404(connected: BrokerUnderTest) -> None:
+    response = connected.signed("GET", f"/v1/tenants/firm-1/xpm/clients/{uuid.uuid4()}")
+    assert response.status_code == 404
+    assert response.json_body["code"] == "xpm_client_not_found"
+    assert (
+        connected.signed("GET", "/v1/tenants/firm-1/xpm/pushes/push_nothing").json_body["code"]
+        == "push_not_found"
+    )
