@@ -45,6 +45,11 @@ class KeyServiceUnavailable(BrokerError):
         )
 
 
+def record_context(purpose: str, vendor_id: str, record: str) -> dict[str, str]:
+    """The encryption context of one stored secret: no PII or secret, it shows in CloudTrail (C1)."""
+    return {"app": "xpm-broker", "purpose": purpose, "vendor_id": vendor_id, "record": record}
+
+
 def canonical_context(context: Mapping[str, str]) -> bytes:
     return json.dumps(dict(sorted(context.items())), separators=(",", ":"), ensure_ascii=True).encode()
 

@@ -23,7 +23,7 @@ from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.audit import audit_record
 from chalicelib.config import get_settings
-from chalicelib.crypto import get_cipher
+from chalicelib.crypto import get_cipher, record_context
 from chalicelib.errors import BrokerError
 from chalicelib.oauth.discovery import identity_provider
 from chalicelib.oauth.errors import IdTokenInvalid
@@ -83,12 +83,7 @@ def _binding(value: str) -> str:
 
 
 def _state_context(record: OAuthState) -> dict[str, str]:
-    return {
-        "app": "xpm-broker",
-        "purpose": "oauth-state",
-        "vendor_id": record.vendor_id,
-        "record": record.state,
-    }
+    return record_context("oauth-state", record.vendor_id, record.state)
 
 
 LINK_UNKNOWN = PageProblem(404, "unknown_session", "Link not found", "This connect link is not valid.")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 
 from chalicelib.config import get_settings
-from chalicelib.crypto import get_cipher
+from chalicelib.crypto import get_cipher, record_context
 from chalicelib.oauth.models import Grant
 from chalicelib.oauth.xero_identity import REFRESH_TOKEN_LIFETIME, TokenSet, XeroApp
 from chalicelib.tenants.models import Vendor
@@ -22,18 +23,19 @@ ROTATION_SHARDS = 4
 ROTATE_AFTER_IDLE = 20 * 86400  # rotate well before Xero's 60-day idle expiry (issue 5 policy)
 
 
+def rotate_after_seconds() -> float:
+    """``XPMB_ROTATE_AFTER_DAYS`` (default 20): idle time after which a grant is rotated."""
+    days = os.environ.get("XPMB_ROTATE_AFTER_DAYS")
+    return float(days) * 86400 if days else float(ROTATE_AFTER_IDLE)
+
+
 def grant_id_for(vendor_id: str, xero_user_id: str) -> str:
     digest = hashlib.sha256(f"{vendor_id}\x00{xero_user_id}".encode()).hexdigest()[:32]
     return f"g_{digest}"
 
 
 def token_context(grant: Grant) -> dict[str, str]:
-    return {
-        "app": "xpm-broker",
-        "purpose": "xero-token-set",
-        "vendor_id": grant.vendor_id,
-        "record": grant.grant_id,
-    }
+    return record_context("xero-token-set", grant.vendor_id, grant.grant_id)
 
 
 def rotation_shard(grant_id: str) -> str:
@@ -62,7 +64,7 @@ def apply_token_set(grant: Grant, tokens: TokenSet, now: float | None = None) ->
     grant.refresh_expires_at = issued + REFRESH_TOKEN_LIFETIME
     grant.last_refreshed_at = issued
     grant.rotation_shard = rotation_shard(grant.grant_id)
-    grant.next_rotation_at = issued + ROTATE_AFTER_IDLE
+    grant.next_rotation_at = issued + rotate_after_seconds()
 
 
 def xero_app_for(vendor: Vendor) -> XeroApp:

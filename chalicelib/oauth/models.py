@@ -47,6 +47,16 @@ class Grant(BrokerModel):
     lease_until = NumberAttribute(null=True)
     rotation_shard = UnicodeAttribute(null=True)
     next_rotation_at = NumberAttribute(null=True)
+    # Scheduled rotation and health (oauth/rotation.py, issue 5):
+    health = UnicodeAttribute(null=True)  # None (healthy) | provider_unavailable
+    consecutive_failures = NumberAttribute(null=True)  # transient refresh failures in a row
+    in_doubt_since = NumberAttribute(null=True)  # first refresh whose answer we never got (§1.5 grace)
+    expiring_soon_notified_at = NumberAttribute(null=True)
+    # A refreshed pair Xero issued but the fenced write could not store (checklist D3): encrypted
+    # like token_ct, applied by the next run if the version is still ``pending_from_version``.
+    pending_token_ct = UnicodeAttribute(null=True)
+    pending_from_version = NumberAttribute(null=True)
+    pending_owner = UnicodeAttribute(null=True)
     created_at = NumberAttribute()
     by_next_rotation = GrantsByNextRotation()
 

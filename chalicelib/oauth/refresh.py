@@ -9,6 +9,7 @@ re-read that shows a newer version is a race, not a revocation.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -18,9 +19,10 @@ from typing import Any
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.audit import audit_record
+from chalicelib.crypto import get_cipher
 from chalicelib.oauth.discovery import identity_provider
 from chalicelib.oauth.errors import InvalidGrant, UpstreamError
-from chalicelib.oauth.grants import apply_token_set, read_tokens, xero_app_for
+from chalicelib.oauth.grants import apply_token_set, read_tokens, seal_tokens, token_context, xero_app_for
 from chalicelib.oauth.models import Grant
 from chalicelib.oauth.xero_identity import TokenSet, refresh
 from chalicelib.storage import StorageUnavailable, is_conditional_failure, transaction
@@ -34,6 +36,7 @@ LEASE_SECONDS = 60  # shorter than the Lambda timeout, longer than Xero's timeou
 MIN_REMAINING = 60  # use an access token only while it has more than a minute left
 WAIT_SECONDS = 20.0
 WRITE_ATTEMPTS = 3
+GRACE_SECONDS = 1800  # Xero accepts the previous refresh token for 30 minutes (§1.5)
 
 
 def load_grant(grant_id: str) -> Grant:
@@ -92,12 +95,28 @@ def _refresh_holding_lease(grant: Grant, owner: str) -> tuple[TokenSet, int]:
         if latest.version > grant.version and latest.status == "active":
             logger.info("invalid_grant after a newer version was stored: a race, using the winner's token")
             return read_tokens(latest), int(latest.version)
-        mark_needs_reauthorisation(latest, reason="invalid_grant")
+        mark_needs_reauthorisation(latest, reason=invalid_grant_reason(latest, time.time()))
         raise
-    except Exception:
-        _release_lease(grant, owner)
+    except Exception as exc:
+        # A timeout or a lost response may mean Xero rotated the token anyway: remember when,
+        # so a later invalid_grant past the grace window reads as "superseded" (§1.5, D3).
+        _release_lease(grant, owner, in_doubt=isinstance(exc, UpstreamError))
         raise
     return new, _persist(grant, owner, new)
+
+
+def invalid_grant_reason(grant: Grant, now: float) -> str:
+    """Why Xero refused the stored refresh token; Xero's answer is the same for all three (§1.6).
+
+    expired: our own record says the 60-day idle expiry passed; superseded: an earlier refresh
+    of this token got no answer (so Xero may have rotated it) more than the 30-minute grace ago;
+    revoked: anything else (the user or an admin revoked the app, or Xero did).
+    """
+    if grant.refresh_expires_at and grant.refresh_expires_at < now:
+        return "expired"
+    if grant.in_doubt_since is not None and now - grant.in_doubt_since > GRACE_SECONDS:
+        return "superseded"
+    return "revoked"
 
 
 def _acquire_lease(grant: Grant, owner: str) -> bool:
@@ -115,22 +134,22 @@ def _acquire_lease(grant: Grant, owner: str) -> bool:
     return True
 
 
-def _release_lease(grant: Grant, owner: str) -> None:
+def _release_lease(grant: Grant, owner: str, *, in_doubt: bool = False) -> None:
+    actions: list[Any] = [Grant.lease_owner.remove(), Grant.lease_until.remove()]
+    if in_doubt:
+        actions.append(Grant.in_doubt_since.set(Grant.in_doubt_since | time.time()))
     try:
-        grant.update(
-            actions=[Grant.lease_owner.remove(), Grant.lease_until.remove()],
-            condition=Grant.lease_owner == owner,
-        )
+        grant.update(actions=actions, condition=Grant.lease_owner == owner)
     except PynamoDBException:
         logger.warning("could not release the refresh lease of %s; it expires by itself", grant.grant_id)
 
 
-def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
-    """Write the new pair, fenced on the version we refreshed from and our lease (D2)."""
+def token_set_actions(grant: Grant, tokens: TokenSet) -> list[Any]:
+    """The update actions that store a new pair as version + 1 and end any lease or parking."""
     version = int(grant.version)
     staged = Grant(grant.grant_id, vendor_id=grant.vendor_id, xero_user_id=grant.xero_user_id, created_at=0)
     apply_token_set(staged, tokens)
-    actions: list[Any] = [
+    return [
         Grant.token_ct.set(staged.token_ct),
         Grant.scopes.set(staged.scopes or grant.scopes),
         Grant.access_expires_at.set(staged.access_expires_at),
@@ -142,10 +161,24 @@ def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
         Grant.version.set(version + 1),
         Grant.lease_owner.remove(),
         Grant.lease_until.remove(),
+        Grant.in_doubt_since.remove(),
+        Grant.pending_token_ct.remove(),
+        Grant.pending_from_version.remove(),
+        Grant.pending_owner.remove(),
     ]
+
+
+def _write_tokens(grant: Grant, actions: list[Any], condition: Any) -> None:
+    grant.update(actions=actions, condition=condition)
+
+
+def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
+    """Write the new pair, fenced on the version we refreshed from and our lease (D2)."""
+    version = int(grant.version)
+    actions = token_set_actions(grant, tokens)
     for attempt in range(WRITE_ATTEMPTS):
         try:
-            grant.update(actions=actions, condition=(Grant.version == version) & (Grant.lease_owner == owner))
+            _write_tokens(grant, actions, (Grant.version == version) & (Grant.lease_owner == owner))
             return version + 1
         except PynamoDBException as exc:
             if is_conditional_failure(exc):
@@ -156,9 +189,52 @@ def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
                 # The old refresh token is still stored; Xero's 30-minute grace lets the next
                 # attempt recover (D3). Never log the new token.
                 logger.error("could not store refreshed tokens for %s", grant.grant_id)
+                _park(grant, owner, tokens)
                 raise StorageUnavailable() from exc
             time.sleep(random.uniform(0, 0.2 * 2**attempt))  # noqa: S311 - jitter
     raise StorageUnavailable()
+
+
+def _park(grant: Grant, owner: str, tokens: TokenSet) -> None:
+    """Keep the pair Xero issued, encrypted, where the next run applies it (D3).
+
+    An unconditional update of three attributes only, so it may succeed where the fenced write
+    did not. Our lease is kept (it expires by itself) so no other worker refreshes meanwhile.
+    """
+    try:
+        grant.update(
+            actions=[
+                Grant.pending_token_ct.set(seal_tokens(grant, tokens)),
+                Grant.pending_from_version.set(int(grant.version)),
+                Grant.pending_owner.set(owner),
+            ]
+        )
+    except Exception:
+        # Last resort: the old refresh token is still stored and Xero's grace covers 30 minutes.
+        logger.error("could not park refreshed tokens for %s", grant.grant_id)
+
+
+def apply_parked_token_set(grant: Grant) -> int | None:
+    """Store a parked pair as the next version; None when it is stale or was already applied.
+
+    Fenced like ``_persist``: on the version it was refreshed from, and on a lease that is free,
+    expired or still the parking worker's.
+    """
+    if not grant.pending_token_ct or grant.pending_from_version != grant.version:
+        return None
+    data = get_cipher().decrypt(grant.pending_token_ct, token_context(grant))
+    tokens = TokenSet.from_storage(json.loads(data))
+    version = int(grant.version)
+    now = time.time()
+    owner = grant.pending_owner or ""
+    lease_free = Grant.lease_until.does_not_exist() | (Grant.lease_until < now) | (Grant.lease_owner == owner)
+    try:
+        _write_tokens(grant, token_set_actions(grant, tokens), (Grant.version == version) & lease_free)
+    except PynamoDBException as exc:
+        if is_conditional_failure(exc):
+            return None
+        raise StorageUnavailable() from exc
+    return version + 1
 
 
 def mark_needs_reauthorisation(grant: Grant, *, reason: str) -> None:
@@ -176,6 +252,9 @@ def mark_needs_reauthorisation(grant: Grant, *, reason: str) -> None:
                         Grant.status.set("needs_reauthorisation"),
                         Grant.lease_owner.remove(),
                         Grant.lease_until.remove(),
+                        # Out of the sparse rotation index: the planner reads only live grants.
+                        Grant.rotation_shard.remove(),
+                        Grant.next_rotation_at.remove(),
                     ],
                 )
             for connection in batch:

@@ -27,6 +27,9 @@ class Vendor(BrokerModel):
     scopes = UnicodeAttribute()
     require_mfa_attestation = BooleanAttribute(default=False)
     allow_sensitive_fields = BooleanAttribute(default=False)
+    # Set when Xero answered invalid_client for this vendor's app (one app.misconfigured event
+    # per change of state, oauth/rotation.py); cleared by the next successful refresh.
+    xero_app_misconfigured_at = NumberAttribute(null=True)
     created_at = NumberAttribute()
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from chalicelib.config import DEFAULT_SCOPES, get_settings
-from chalicelib.crypto import get_cipher
+from chalicelib.crypto import get_cipher, record_context
 from chalicelib.errors import BrokerError
 from chalicelib.storage import new_id
 from chalicelib.tenants.models import Connection, Vendor, VendorKey
@@ -35,11 +35,11 @@ class CreatedVendor:
 
 
 def key_context(vendor_id: str, key_id: str) -> dict[str, str]:
-    return {"app": "xpm-broker", "purpose": "vendor-api-key", "vendor_id": vendor_id, "record": key_id}
+    return record_context("vendor-api-key", vendor_id, key_id)
 
 
 def vendor_context(vendor_id: str, purpose: str) -> dict[str, str]:
-    return {"app": "xpm-broker", "purpose": purpose, "vendor_id": vendor_id, "record": vendor_id}
+    return record_context(purpose, vendor_id, vendor_id)
 
 
 def new_key_secret() -> str:

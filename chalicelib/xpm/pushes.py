@@ -20,7 +20,7 @@ from pynamodb.exceptions import PynamoDBException
 from chalicelib.audit import audit_record
 from chalicelib.aws import aws_client
 from chalicelib.config import get_settings
-from chalicelib.crypto import get_cipher
+from chalicelib.crypto import get_cipher, record_context
 from chalicelib.errors import BrokerError
 from chalicelib.storage import StorageUnavailable, transaction, ttl_at
 from chalicelib.tenants.models import Vendor
@@ -39,12 +39,7 @@ DEFINITIVE = ("connection_not_active", "tenant_not_found", "vendor_not_found")
 
 
 def _context(push: Push) -> dict[str, str]:
-    return {
-        "app": "xpm-broker",
-        "purpose": "push-request",
-        "vendor_id": push.vendor_id,
-        "record": push.push_id,
-    }
+    return record_context("push-request", push.vendor_id, push.push_id)
 
 
 def push_not_found() -> BrokerError:
@@ -56,18 +51,15 @@ def create_push(vendor: Vendor, tenant_ref: str, body: Any, now: float | None = 
     graph = parse_graph(body)
     active_connection(vendor, tenant_ref)
     created = time.time() if now is None else now
-    push = Push(
+    push = _new_push(
         f"push_{secrets.token_urlsafe(18)}",
-        vendor_id=vendor.vendor_id,
-        tenant_ref=tenant_ref,
+        vendor,
+        tenant_ref,
         status="queued",
-        request_ct="",
-        progress_json=json.dumps(_initial_progress(graph)),
-        created_at=created,
-        updated_at=created,
-        expires_at_ttl=ttl_at(created + RETENTION),
+        body=body,
+        graph=graph,
+        now=created,
     )
-    push.request_ct = get_cipher().encrypt(json.dumps(body).encode(), _context(push))
     try:
         push.save(condition=Push.push_id.does_not_exist())
     except PynamoDBException as exc:
@@ -79,6 +71,25 @@ def create_push(vendor: Vendor, tenant_ref: str, body: Any, now: float | None = 
     except Exception as exc:
         push.delete()
         raise BrokerError("queue_unavailable", 503, "Queue unavailable", "Try again shortly.") from exc
+    return push
+
+
+def _new_push(
+    push_id: str, vendor: Vendor, tenant_ref: str, *, status: str, body: Any, graph: PushGraph, now: float
+) -> Push:
+    """A job row (not saved): the request graph encrypted, every record pending."""
+    push = Push(
+        push_id,
+        vendor_id=vendor.vendor_id,
+        tenant_ref=tenant_ref,
+        status=status,
+        request_ct="",
+        progress_json=json.dumps(_initial_progress(graph)),
+        created_at=now,
+        updated_at=now,
+        expires_at_ttl=ttl_at(now + RETENTION),
+    )
+    push.request_ct = get_cipher().encrypt(json.dumps(body).encode(), _context(push))
     return push
 
 
@@ -406,19 +417,7 @@ def _inline_job(
     existing = load_push(push_id)
     if existing is not None:
         return existing
-    now = time.time()
-    push = Push(
-        push_id,
-        vendor_id=vendor.vendor_id,
-        tenant_ref=tenant_ref,
-        status="running",
-        request_ct="",
-        progress_json=json.dumps(_initial_progress(graph)),
-        created_at=now,
-        updated_at=now,
-        expires_at_ttl=ttl_at(now + RETENTION),
-    )
-    push.request_ct = get_cipher().encrypt(json.dumps(body).encode(), _context(push))
+    push = _new_push(push_id, vendor, tenant_ref, status="running", body=body, graph=graph, now=time.time())
     try:
         push.save(condition=Push.push_id.does_not_exist())
     except PynamoDBException:
