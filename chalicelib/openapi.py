@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.tenants.connections import STATUSES
+from chalicelib.tenants import CONNECTION_STATUSES as STATUSES
 
 VERSION = "0.1.0"
 

@@ -36,20 +36,11 @@ from chalicelib.oauth.xero_identity import TokenSet, authorization_url, exchange
 from chalicelib.storage import StorageUnavailable, is_conditional_failure, transaction, ttl_at
 from chalicelib.tenants.models import Connection, Vendor, authorised_by
 from chalicelib.tenants.vendors import get_vendor
+from chalicelib.web.pages import PageProblem
 from chalicelib.webhooks.models import outbox_event
 
 logger = logging.getLogger("xpmb.connect")
 STATE_TTL = 600
-
-
-@dataclass(frozen=True)
-class PageProblem:
-    """An HTML page instead of a redirect: used whenever the browser's request is not trusted."""
-
-    status: int
-    code: str
-    title: str
-    message: str
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from chalicelib.errors import BrokerError
 from chalicelib.oauth.models import Grant
 from chalicelib.oauth.sessions import check_tenant_ref, invalid_request, tenant_not_found
 from chalicelib.storage import StorageUnavailable
+from chalicelib.tenants import CONNECTION_STATUSES
 from chalicelib.tenants.models import Connection
 
-STATUSES = ("active", "needs_reauthorisation", "revoked")
+STATUSES = CONNECTION_STATUSES
 
 
 def iso(timestamp: float | None) -> str | None:

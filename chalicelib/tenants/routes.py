@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Response
 
-from chalicelib.audit import audit_record
 from chalicelib.config import get_settings
 from chalicelib.errors import BrokerError
-from chalicelib.oauth.sessions import create_session
-from chalicelib.tenants.authentication import authenticate
-from chalicelib.tenants.connections import connection_status, iso, list_tenants_page
-from chalicelib.tenants.disconnect import disconnect
-from chalicelib.tenants.keys import key_resolver
-from chalicelib.tenants.models import Vendor
-from chalicelib.tenants.nonces import DynamoNonceStore
-from chalicelib.tenants.signing import SigningKey
-from chalicelib.tenants.vendors import get_vendor
+
+if TYPE_CHECKING:
+    from chalicelib.tenants.models import Vendor
+    from chalicelib.tenants.nonces import DynamoNonceStore
+    from chalicelib.tenants.signing import SigningKey
+
+# Route modules import their services inside the views: every Lambda of the app imports app.py,
+# and a /health call or a schedule tick should not pay for OAuth, JOSE, XML and DynamoDB code.
 
 bp = Blueprint(__name__)
 _nonce_stores: dict[str, DynamoNonceStore] = {}
@@ -27,6 +25,8 @@ _lock = threading.Lock()
 
 
 def _nonce_store() -> DynamoNonceStore:
+    from chalicelib.tenants.nonces import DynamoNonceStore
+
     settings = get_settings()
     with _lock:
         store = _nonce_stores.get(settings.table_prefix)
@@ -37,6 +37,10 @@ def _nonce_store() -> DynamoNonceStore:
 
 def signed_caller() -> tuple[Vendor, SigningKey]:
     """Authenticate the current request (RFC 9421) and return the calling vendor and key."""
+    from chalicelib.tenants.authentication import authenticate
+    from chalicelib.tenants.keys import key_resolver
+    from chalicelib.tenants.vendors import get_vendor
+
     request = bp.current_request
     raw = request.raw_body or b""
     key = authenticate(
@@ -61,6 +65,10 @@ def json_body() -> Any:
 
 @bp.route("/v1/tenants/{tenant_ref}/connect-sessions", methods=["POST"])
 def create_connect_session(tenant_ref: str) -> Response:
+    from chalicelib.audit import audit_record
+    from chalicelib.oauth.sessions import create_session
+    from chalicelib.tenants.connections import iso
+
     vendor, key = signed_caller()
     session = create_session(vendor, tenant_ref, json_body())
     audit_record(
@@ -80,12 +88,16 @@ def create_connect_session(tenant_ref: str) -> Response:
 
 @bp.route("/v1/tenants/{tenant_ref}/connection", methods=["GET"])
 def get_connection(tenant_ref: str) -> dict[str, Any]:
+    from chalicelib.tenants.connections import connection_status
+
     vendor, _ = signed_caller()
     return connection_status(vendor.vendor_id, tenant_ref)
 
 
 @bp.route("/v1/tenants/{tenant_ref}/connection", methods=["DELETE"])
 def delete_connection(tenant_ref: str) -> Response:
+    from chalicelib.tenants.disconnect import disconnect
+
     vendor, key = signed_caller()
     disconnect(vendor.vendor_id, tenant_ref, f"vendor-key:{key.key_id}")
     return Response(body="", status_code=204)
@@ -93,6 +105,8 @@ def delete_connection(tenant_ref: str) -> Response:
 
 @bp.route("/v1/tenants", methods=["GET"])
 def list_tenants() -> dict[str, Any]:
+    from chalicelib.tenants.connections import list_tenants_page
+
     vendor, _ = signed_caller()
     params: dict[str, str] = dict(bp.current_request.query_params or {})
     return list_tenants_page(

@@ -8,6 +8,7 @@ authorize endpoint (the form's redirect target).
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from string import Template
@@ -32,6 +33,16 @@ SCOPE_WORDS = {
     "practicemanager.time": "your XPM time entries (view and manage)",
     "practicemanager.time.read": "your XPM time entries (read only)",
 }
+
+
+@dataclass(frozen=True)
+class PageProblem:
+    """An HTML page instead of a redirect: used whenever the browser's request is not trusted."""
+
+    status: int
+    code: str
+    title: str
+    message: str
 
 
 @lru_cache(maxsize=16)

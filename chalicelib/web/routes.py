@@ -11,20 +11,10 @@ from typing import Any
 from chalice.app import Blueprint, Response
 
 from chalicelib.config import get_settings
-from chalicelib.oauth.connect import (
-    PageProblem,
-    Started,
-    handle_callback,
-    session_problem,
-    start_authorization,
-)
-from chalicelib.oauth.discovery import identity_provider
-from chalicelib.oauth.explanations import explain
-from chalicelib.oauth.sessions import load_session
-from chalicelib.openapi import VERSION, build_document
-from chalicelib.tenants.connections import iso
-from chalicelib.tenants.vendors import get_vendor
-from chalicelib.web.pages import Headers, render, scope_items, security_headers
+from chalicelib.openapi import VERSION
+from chalicelib.web.pages import Headers, PageProblem, render, scope_items, security_headers
+
+# Services are imported inside the views (see chalicelib/tenants/routes.py): /health stays light.
 
 bp = Blueprint(__name__)
 FORM = ["application/x-www-form-urlencoded", "multipart/form-data"]
@@ -37,6 +27,8 @@ def health() -> dict[str, Any]:
 
 @bp.route("/openapi.json", methods=["GET"])
 def openapi_document() -> dict[str, Any]:
+    from chalicelib.openapi import build_document
+
     return build_document(get_settings())
 
 
@@ -49,6 +41,12 @@ def problem_page(problem: PageProblem, extra_headers: dict[str, str] | None = No
 
 @bp.route("/connect/{session_id}", methods=["GET"])
 def connect_page(session_id: str) -> Response:
+    from chalicelib.oauth.connect import session_problem
+    from chalicelib.oauth.explanations import explain
+    from chalicelib.oauth.sessions import load_session
+    from chalicelib.tenants.connections import iso
+    from chalicelib.tenants.vendors import get_vendor
+
     session = load_session(session_id)
     problem = session_problem(session, time.time())
     if problem is not None or session is None:
@@ -73,6 +71,8 @@ def connect_page(session_id: str) -> Response:
 
 @bp.route("/connect/{session_id}/start", methods=["POST"], content_types=FORM)
 def connect_start(session_id: str) -> Response:
+    from chalicelib.oauth.connect import Started, start_authorization
+
     outcome = start_authorization(session_id)
     if isinstance(outcome, PageProblem):
         return problem_page(outcome)
@@ -88,6 +88,8 @@ def connect_start(session_id: str) -> Response:
 
 @bp.route("/oauth/callback", methods=["GET"])
 def oauth_callback() -> Response:
+    from chalicelib.oauth.connect import handle_callback
+
     request = bp.current_request
     params = {k: v for k, v in (request.query_params or {}).items() if isinstance(v, str)}
     outcome = handle_callback(params, _cookies(request.headers.get("cookie", "")))
@@ -113,6 +115,8 @@ def _cookies(header: str) -> dict[str, str]:
 
 def authorize_origin() -> list[str]:
     """Xero's authorize endpoint, allowed as a form redirect target by the page's CSP."""
+    from chalicelib.oauth.discovery import identity_provider
+
     try:
         return [identity_provider(get_settings().xero_identity_url).metadata().authorization_endpoint]
     except Exception:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalice.app import Blueprint, Response
 
 from chalicelib.errors import BrokerError
-from chalicelib.idempotency import StoredResponse, run_idempotent
 from chalicelib.tenants.routes import json_body, signed_caller
 from chalicelib.web.pages import Headers
-from chalicelib.xpm.mapping import present_client
-from chalicelib.xpm.pushes import create_client_now, create_push, push_view
-from chalicelib.xpm.service import tenant_xpm
+
+if TYPE_CHECKING:
+    from chalicelib.idempotency import StoredResponse
+
+# Services are imported inside the views (see chalicelib/tenants/routes.py).
 
 bp = Blueprint(__name__)
 MIN_SEARCH = 3
@@ -27,6 +28,9 @@ def _rate_headers(headers: dict[str, str]) -> Headers:
 
 @bp.route("/v1/tenants/{tenant_ref}/xpm/clients", methods=["GET"])
 def search_clients(tenant_ref: str) -> Response:
+    from chalicelib.xpm.mapping import present_client
+    from chalicelib.xpm.service import tenant_xpm
+
     vendor, _ = signed_caller()
     params = dict(bp.current_request.query_params or {})
     query = params.get("search")
@@ -54,6 +58,9 @@ def search_clients(tenant_ref: str) -> Response:
 
 @bp.route("/v1/tenants/{tenant_ref}/xpm/clients/{uuid}", methods=["GET"])
 def get_client(tenant_ref: str, uuid: str) -> Response:
+    from chalicelib.xpm.mapping import present_client
+    from chalicelib.xpm.service import tenant_xpm
+
     vendor, _ = signed_caller()
     xpm = tenant_xpm(vendor, tenant_ref)
     client = xpm.call(lambda c: c.get_client(uuid))
@@ -62,6 +69,8 @@ def get_client(tenant_ref: str, uuid: str) -> Response:
 
 
 def _idempotent(tenant_ref: str, route: str, handler: Any) -> Response:
+    from chalicelib.idempotency import run_idempotent
+
     vendor, _ = signed_caller()
     request = bp.current_request
     raw = request.raw_body or b""
@@ -83,6 +92,9 @@ def _idempotent(tenant_ref: str, route: str, handler: Any) -> Response:
 
 @bp.route("/v1/tenants/{tenant_ref}/xpm/clients", methods=["POST"])
 def create_client(tenant_ref: str) -> Response:
+    from chalicelib.idempotency import StoredResponse
+    from chalicelib.xpm.pushes import create_client_now
+
     def handler(vendor: Any, key: str) -> StoredResponse:
         try:
             created = create_client_now(vendor, tenant_ref, json_body(), key)
@@ -98,6 +110,9 @@ def create_client(tenant_ref: str) -> Response:
 
 @bp.route("/v1/tenants/{tenant_ref}/xpm/pushes", methods=["POST"])
 def create_push_job(tenant_ref: str) -> Response:
+    from chalicelib.idempotency import StoredResponse
+    from chalicelib.xpm.pushes import create_push
+
     def handler(vendor: Any, _key: str) -> StoredResponse:
         push = create_push(vendor, tenant_ref, json_body())
         body = {"push_id": push.push_id, "status": push.status}
@@ -108,5 +123,7 @@ def create_push_job(tenant_ref: str) -> Response:
 
 @bp.route("/v1/tenants/{tenant_ref}/xpm/pushes/{push_id}", methods=["GET"])
 def get_push(tenant_ref: str, push_id: str) -> dict[str, Any]:
+    from chalicelib.xpm.pushes import push_view
+
     vendor, _ = signed_caller()
     return push_view(vendor, tenant_ref, push_id)
