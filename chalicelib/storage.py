@@ -19,7 +19,6 @@ from chalicelib.config import Settings, get_settings
 from chalicelib.errors import BrokerError
 
 _models: list[type[BrokerModel]] = []
-_bound: Settings | None = None
 _lock = threading.Lock()
 
 
@@ -27,6 +26,7 @@ class BrokerModel(Model):
     """Base for the broker's models; subclasses set ``logical_table`` (a resources.TABLES name)."""
 
     logical_table: ClassVar[str] = ""
+    _bound_to: ClassVar[Settings | None] = None
 
     class Meta:
         table_name = "unbound"
@@ -45,7 +45,10 @@ class BrokerModel(Model):
 
     @classmethod
     def _get_connection(cls) -> Any:
-        ensure_bound()
+        settings = get_settings()
+        if cls._bound_to is not settings:
+            # Per class: a model imported after others were bound (lazy imports) binds itself.
+            _bind_model(cls, settings)
         return super()._get_connection()
 
 
@@ -53,20 +56,25 @@ def registered_models() -> list[type[BrokerModel]]:
     return list(_models)
 
 
-def bind(settings: Settings) -> None:
-    global _bound  # noqa: PLW0603 - the binding is per process, like the settings
+def _bind_model(model: type[BrokerModel], settings: Settings) -> None:
     with _lock:
-        for model in _models:
-            model.Meta.table_name = settings.table_name(model.logical_table)
-            model.Meta.region = settings.aws_region
-            model._connection = None
-        _bound = settings
+        model.Meta.table_name = settings.table_name(model.logical_table)
+        model.Meta.region = settings.aws_region
+        model._connection = None
+        model._bound_to = settings
+
+
+def bind(settings: Settings) -> None:
+    for model in list(_models):
+        _bind_model(model, settings)
 
 
 def ensure_bound() -> None:
+    """Bind every model imported so far to the current Settings (transactions need this)."""
     settings = get_settings()
-    if _bound is not settings:
-        bind(settings)
+    for model in list(_models):
+        if model._bound_to is not settings:
+            _bind_model(model, settings)
 
 
 def new_id(prefix: str) -> str:

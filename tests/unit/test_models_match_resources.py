@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import chalicelib.audit
 import chalicelib.oauth.models
 import chalicelib.tenants.models
@@ -26,3 +28,31 @@ def test_models_agree_with_table_definitions() -> None:
         assert indexes == {i.name for i in table.indexes}, model.__name__
         if table.ttl_attribute:
             assert table.ttl_attribute in attributes, model.__name__
+
+
+def test_a_model_imported_after_binding_binds_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route modules import models lazily: a late model must not write to an "unbound" table."""
+    from pynamodb.attributes import UnicodeAttribute
+
+    from chalicelib.config import get_settings, reset_settings
+    from chalicelib.storage import BrokerModel, bind, registered_models
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    reset_settings()
+    bind(get_settings())
+
+    class LateModel(BrokerModel):
+        logical_table = "audit"
+        vendor_id = UnicodeAttribute(hash_key=True)
+        audit_id = UnicodeAttribute(range_key=True)
+
+    try:
+        connection = LateModel._get_connection()
+        assert connection.table_name == get_settings().table_name("audit")
+    finally:
+        registered_models_list = registered_models()
+        assert LateModel in registered_models_list
+        from chalicelib import storage
+
+        storage._models.remove(LateModel)
+        reset_settings()
