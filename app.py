@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chalice import Chalice
+from chalice import Chalice, Rate
 
 from chalicelib.config import queue_name_for_handlers
 from chalicelib.tenants.routes import bp as vendor_api
@@ -25,3 +25,19 @@ def push_worker(event: Any) -> dict[str, Any]:
     from chalicelib.xpm.pushes import handle_push_messages
 
     return handle_push_messages(event.to_dict(), event.context)
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def rotation_planner(event: Any) -> dict[str, Any]:
+    """Queue the grants due for a scheduled refresh (issue 5)."""
+    from chalicelib.oauth.rotation import run_planner
+
+    return run_planner(event.to_dict(), event.context)
+
+
+@app.on_sqs_message(queue=queue_name_for_handlers("rotation"), batch_size=5)
+def rotation_worker(event: Any) -> dict[str, Any]:
+    """Refresh due grants through the single-flight path (partial batch failures reported)."""
+    from chalicelib.oauth.rotation import handle_rotation_messages
+
+    return handle_rotation_messages(event.to_dict(), event.context)

@@ -127,6 +127,14 @@ def _tenant_row(connection: Any) -> dict[str, Any]:
     }
 
 
+def _connections_rotate(args: argparse.Namespace) -> int:
+    from xpmb.rotate import rotate_now
+
+    summary = rotate_now(due_only=not args.all, dry_run=args.dry_run)
+    _emit(args, summary.to_json(), summary.lines())
+    return 0 if not summary.failed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xpm-broker", description="Operate an xpm-broker deployment.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -173,6 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=["active", "needs_reauthorisation", "revoked"])
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=_tenants_list)
+
+    connections = commands.add_parser("connections", help="operate on Xero connections (grants)")
+    connection_commands = connections.add_subparsers(
+        dest="connections_command", required=True, metavar="COMMAND"
+    )
+    rotate_grants = connection_commands.add_parser(
+        "rotate", help="refresh grants now, in this process (no queue), with a progress line and a summary"
+    )
+    which = rotate_grants.add_mutually_exclusive_group()
+    which.add_argument("--due", action="store_true", help="only grants due for rotation (the default)")
+    which.add_argument("--all", action="store_true", help="every active grant, due or not")
+    rotate_grants.add_argument("--dry-run", action="store_true", help="list what would be rotated")
+    rotate_grants.add_argument("--json", action="store_true")
+    rotate_grants.set_defaults(func=_connections_rotate)
     return parser
 
 

@@ -130,7 +130,7 @@ def test_invalid_grant_marks_connections_needing_reauthorisation(broker: BrokerU
     assert Grant.get(grant.grant_id).status == "needs_reauthorisation"
     connection = Connection.get(broker.vendor.vendor_id, "firm-1")
     assert connection.status == "needs_reauthorisation"
-    assert connection.status_reason == "invalid_grant"
+    assert connection.status_reason == "revoked"
     assert [e.type for e in Event.query(broker.vendor.vendor_id)][-1] == "connection.needs_reauthorisation"
     status = broker.signed("GET", "/v1/tenants/firm-1/connection").json_body
     assert status["status"] == "needs_reauthorisation"
