@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.browser import ARTIFACTS, browser_page
-from tests.e2e.stack import RunningStack, stack_env, start_stack
+from tests.e2e.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[RunningStack]:
-    running = start_stack(stack_env())
-    yield running
-    if running.process.poll() is None:
-        running.interrupt()
 
 
 def test_connect_reconnect_disconnect_in_a_browser(stack: RunningStack) -> None:

@@ -8,7 +8,6 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -20,14 +19,6 @@ from chalicelib.resources import QUEUES, TABLES
 from tests.e2e.stack import CLI, PROJECT_DIR, RunningStack, pid_alive, port_is_free, stack_env, start_stack
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[RunningStack]:
-    running = start_stack(stack_env())
-    yield running
-    if running.process.poll() is None:
-        running.interrupt()
 
 
 def test_every_part_answers(stack: RunningStack) -> None:
