@@ -53,10 +53,6 @@ class ConfigurationError(BrokerError):
         super().__init__("configuration_error", 500, "Service misconfigured", detail)
 
 
-def not_found(detail: str = "No such resource.") -> BrokerError:
-    return BrokerError("not_found", 404, "Not found", detail)
-
-
 def internal_error() -> BrokerError:
     return BrokerError(
         "internal_error", 500, "Internal error", "An unexpected error occurred; it has been logged."

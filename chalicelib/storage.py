@@ -11,8 +11,9 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
 from chalicelib.config import Settings, get_settings
@@ -117,3 +118,18 @@ def ttl_at(epoch_seconds: float) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(int(epoch_seconds), tz=UTC)
+
+
+M = TypeVar("M", bound=BrokerModel)
+
+
+def find(
+    model: type[M], hash_key: str, range_key: str | None = None, *, consistent: bool = False
+) -> M | None:
+    """One item by key, or None; any other DynamoDB failure is a 503 (never a leaked botocore error)."""
+    try:
+        return model.get(hash_key, range_key, consistent_read=consistent)
+    except model.DoesNotExist:
+        return None
+    except PynamoDBException as exc:
+        raise StorageUnavailable() from exc

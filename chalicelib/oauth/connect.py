@@ -33,7 +33,7 @@ from chalicelib.oauth.models import ConnectSession, Grant, OAuthState
 from chalicelib.oauth.sessions import load_session
 from chalicelib.oauth.xero_connections import XeroConnection, choose_practice, list_connections
 from chalicelib.oauth.xero_identity import TokenSet, authorization_url, exchange_code
-from chalicelib.storage import StorageUnavailable, is_conditional_failure, transaction, ttl_at
+from chalicelib.storage import StorageUnavailable, find, is_conditional_failure, transaction, ttl_at
 from chalicelib.tenants.models import Connection, Vendor, authorised_by
 from chalicelib.tenants.vendors import get_vendor
 from chalicelib.web.pages import PageProblem
@@ -177,12 +177,9 @@ def handle_callback(
 def _consume_state(state: str, cookie: str, now: float) -> OAuthState | PageProblem:
     if not state or len(state) > 128:
         return BAD_STATE
-    try:
-        record = OAuthState.get(state, consistent_read=True)
-    except OAuthState.DoesNotExist:
+    record = find(OAuthState, state, consistent=True)
+    if record is None:
         return BAD_STATE
-    except PynamoDBException as exc:
-        raise StorageUnavailable() from exc
     try:
         # Consumed exactly once, whatever happens next (A2): a replayed callback finds nothing.
         record.delete(condition=OAuthState.state.exists())
@@ -263,11 +260,8 @@ def _complete(
 
 
 def _existing_connection(vendor_id: str, tenant_ref: str) -> Connection | None:
-    try:
-        connection = Connection.get(vendor_id, tenant_ref, consistent_read=True)
-    except Connection.DoesNotExist:
-        return None
-    return None if connection.status == "revoked" else connection
+    connection = find(Connection, vendor_id, tenant_ref, consistent=True)
+    return None if connection is None or connection.status == "revoked" else connection
 
 
 def _chosen_practice(
@@ -298,10 +292,10 @@ def _store(
 ) -> tuple[Connection, str]:
     xero_user_id = str(id_claims["xero_userid"])
     grant_id = grant_id_for(vendor.vendor_id, xero_user_id)
-    try:
-        grant = Grant.get(grant_id, consistent_read=True)
+    grant = find(Grant, grant_id, consistent=True)
+    if grant is not None:
         grant.version = int(grant.version) + 1
-    except Grant.DoesNotExist:
+    else:
         grant = Grant(
             grant_id, vendor_id=vendor.vendor_id, xero_user_id=xero_user_id, created_at=now, version=1
         )

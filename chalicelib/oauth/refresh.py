@@ -25,7 +25,7 @@ from chalicelib.oauth.errors import InvalidGrant, UpstreamError
 from chalicelib.oauth.grants import apply_token_set, read_tokens, seal_tokens, token_context, xero_app_for
 from chalicelib.oauth.models import Grant
 from chalicelib.oauth.xero_identity import TokenSet, refresh
-from chalicelib.storage import StorageUnavailable, is_conditional_failure, transaction
+from chalicelib.storage import StorageUnavailable, find, is_conditional_failure, transaction
 from chalicelib.tenants.models import Connection
 from chalicelib.tenants.vendors import get_vendor
 from chalicelib.webhooks.models import outbox_event
@@ -40,12 +40,10 @@ GRACE_SECONDS = 1800  # Xero accepts the previous refresh token for 30 minutes (
 
 
 def load_grant(grant_id: str) -> Grant:
-    try:
-        return Grant.get(grant_id, consistent_read=True)
-    except Grant.DoesNotExist as exc:
-        raise _not_active("the connection's authorisation no longer exists") from exc
-    except PynamoDBException as exc:
-        raise StorageUnavailable() from exc
+    grant = find(Grant, grant_id, consistent=True)
+    if grant is None:
+        raise _not_active("the connection's authorisation no longer exists")
+    return grant
 
 
 def valid_access_token(grant_id: str, now: float | None = None) -> tuple[str, int]:

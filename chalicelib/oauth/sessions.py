@@ -13,7 +13,7 @@ from pynamodb.exceptions import PynamoDBException
 from chalicelib.config import get_settings
 from chalicelib.errors import BrokerError
 from chalicelib.oauth.models import ConnectSession, session_user
-from chalicelib.storage import StorageUnavailable, ttl_at
+from chalicelib.storage import StorageUnavailable, find, ttl_at
 from chalicelib.tenants.models import Connection, Vendor
 
 SESSION_TTL = 600
@@ -121,19 +121,11 @@ def _user(raw: Any) -> dict[str, Any]:
 
 
 def _connection_exists(vendor_id: str, tenant_ref: str) -> bool:
-    try:
-        connection = Connection.get(vendor_id, tenant_ref)
-    except Connection.DoesNotExist:
-        return False
-    return connection.status != "revoked"
+    connection = find(Connection, vendor_id, tenant_ref)
+    return connection is not None and connection.status != "revoked"
 
 
 def load_session(session_id: str) -> ConnectSession | None:
     if not re.match(r"^cs_[A-Za-z0-9_-]{20,64}$", session_id or ""):
         return None
-    try:
-        return ConnectSession.get(session_id, consistent_read=True)
-    except ConnectSession.DoesNotExist:
-        return None
-    except PynamoDBException as exc:
-        raise StorageUnavailable() from exc
+    return find(ConnectSession, session_id, consistent=True)

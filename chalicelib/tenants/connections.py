@@ -12,7 +12,7 @@ from pynamodb.exceptions import PynamoDBException
 from chalicelib.errors import BrokerError
 from chalicelib.oauth.models import Grant
 from chalicelib.oauth.sessions import check_tenant_ref, invalid_request, tenant_not_found
-from chalicelib.storage import StorageUnavailable
+from chalicelib.storage import StorageUnavailable, find
 from chalicelib.tenants import CONNECTION_STATUSES
 from chalicelib.tenants.models import Connection
 
@@ -49,21 +49,16 @@ def connection_view(connection: Connection, grant: Grant | None) -> dict[str, An
 
 def get_connection(vendor_id: str, tenant_ref: str) -> Connection:
     check_tenant_ref(tenant_ref)
-    try:
-        return Connection.get(vendor_id, tenant_ref, consistent_read=True)
-    except Connection.DoesNotExist as exc:
-        raise tenant_not_found() from exc
-    except PynamoDBException as exc:
-        raise StorageUnavailable() from exc
+    connection = find(Connection, vendor_id, tenant_ref, consistent=True)
+    if connection is None:
+        raise tenant_not_found()
+    return connection
 
 
 def _grant(grant_id: str | None) -> Grant | None:
     if not grant_id:
         return None
-    try:
-        return Grant.get(grant_id)
-    except Grant.DoesNotExist:
-        return None
+    return find(Grant, grant_id)
 
 
 def connection_status(vendor_id: str, tenant_ref: str) -> dict[str, Any]:

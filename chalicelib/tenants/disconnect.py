@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import time
 
-from pynamodb.exceptions import PynamoDBException
-
 from chalicelib.audit import audit_record
 from chalicelib.config import get_settings
 from chalicelib.errors import BrokerError
@@ -21,10 +19,10 @@ from chalicelib.oauth.discovery import identity_provider
 from chalicelib.oauth.grants import read_tokens, xero_app_for
 from chalicelib.oauth.models import Grant
 from chalicelib.oauth.refresh import valid_access_token
-from chalicelib.oauth.sessions import check_tenant_ref, tenant_not_found
 from chalicelib.oauth.xero_connections import delete_connection
 from chalicelib.oauth.xero_identity import revoke
-from chalicelib.storage import StorageUnavailable, transaction
+from chalicelib.storage import find, transaction
+from chalicelib.tenants.connections import get_connection
 from chalicelib.tenants.models import Connection
 from chalicelib.tenants.vendors import get_vendor
 from chalicelib.webhooks.models import outbox_event
@@ -34,14 +32,8 @@ logger = logging.getLogger("xpmb.disconnect")
 
 def disconnect(vendor_id: str, tenant_ref: str, actor: str, now: float | None = None) -> None:
     """Idempotent: a tenant already revoked answers as success without calling Xero."""
-    check_tenant_ref(tenant_ref)
     current = time.time() if now is None else now
-    try:
-        connection = Connection.get(vendor_id, tenant_ref, consistent_read=True)
-    except Connection.DoesNotExist as exc:
-        raise tenant_not_found() from exc
-    except PynamoDBException as exc:
-        raise StorageUnavailable() from exc
+    connection = get_connection(vendor_id, tenant_ref)
     if connection.status == "revoked":
         return
     pending: list[str] = []
@@ -95,9 +87,8 @@ def retire_grant_if_unused(grant_id: str) -> None:
     users = [c for c in Connection.by_grant.query(grant_id) if c.status != "revoked"]
     if users:
         return
-    try:
-        grant = Grant.get(grant_id, consistent_read=True)
-    except Grant.DoesNotExist:
+    grant = find(Grant, grant_id, consistent=True)
+    if grant is None:
         return
     if grant.token_ct:
         try:

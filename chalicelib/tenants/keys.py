@@ -9,9 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
-from pynamodb.exceptions import PynamoDBException
-
-from chalicelib.storage import StorageUnavailable
+from chalicelib.storage import find
 from chalicelib.tenants.models import VendorKey
 from chalicelib.tenants.signing import SigningKey
 from chalicelib.tenants.vendors import key_secret
@@ -46,13 +44,8 @@ class VendorKeyResolver:
 
     @staticmethod
     def _load(key_id: str) -> SigningKey | None:
-        try:
-            key = VendorKey.get(key_id)
-        except VendorKey.DoesNotExist:
-            return None
-        except PynamoDBException as exc:
-            raise StorageUnavailable() from exc
-        if key.status != "active":
+        key = find(VendorKey, key_id)
+        if key is None or key.status != "active":
             return None
         return SigningKey(key_id=key.key_id, vendor_id=key.vendor_id, secret=key_secret(key))
 

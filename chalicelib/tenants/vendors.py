@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from chalicelib.config import DEFAULT_SCOPES, get_settings
 from chalicelib.crypto import get_cipher, record_context
 from chalicelib.errors import BrokerError
-from chalicelib.storage import new_id
+from chalicelib.storage import find, new_id
 from chalicelib.tenants.models import Connection, Vendor, VendorKey
 from chalicelib.tenants.urls import check_registered_url
 
@@ -102,10 +102,10 @@ def create_vendor(
 
 
 def get_vendor(vendor_id: str) -> Vendor:
-    try:
-        return Vendor.get(vendor_id)
-    except Vendor.DoesNotExist as exc:
-        raise vendor_not_found(vendor_id) from exc
+    vendor = find(Vendor, vendor_id)
+    if vendor is None:
+        raise vendor_not_found(vendor_id)
+    return vendor
 
 
 def active_keys(vendor_id: str) -> list[VendorKey]:
@@ -126,11 +126,8 @@ def rotate_key(vendor_id: str) -> IssuedKey:
 
 
 def revoke_key(vendor_id: str, key_id: str) -> None:
-    try:
-        key = VendorKey.get(key_id)
-    except VendorKey.DoesNotExist as exc:
-        raise BrokerError("key_not_found", 404, "Key not found", f"No key {key_id!r}.") from exc
-    if key.vendor_id != vendor_id:
+    key = find(VendorKey, key_id)
+    if key is None or key.vendor_id != vendor_id:
         raise BrokerError("key_not_found", 404, "Key not found", f"No key {key_id!r}.")
     key.update(actions=[VendorKey.status.set("revoked"), VendorKey.revoked_at.set(time.time())])
 

@@ -22,7 +22,7 @@ from chalicelib.aws import aws_client
 from chalicelib.config import get_settings
 from chalicelib.crypto import get_cipher, record_context
 from chalicelib.errors import BrokerError
-from chalicelib.storage import StorageUnavailable, transaction, ttl_at
+from chalicelib.storage import StorageUnavailable, find, transaction, ttl_at
 from chalicelib.tenants.models import Vendor
 from chalicelib.tenants.vendors import get_vendor
 from chalicelib.webhooks.models import outbox_event
@@ -154,12 +154,7 @@ def view(push: Push, graph: PushGraph) -> dict[str, Any]:
 def load_push(push_id: str) -> Push | None:
     if not push_id.startswith("push_") or len(push_id) > 64:
         return None
-    try:
-        return Push.get(push_id, consistent_read=True)
-    except Push.DoesNotExist:
-        return None
-    except PynamoDBException as exc:
-        raise StorageUnavailable() from exc
+    return find(Push, push_id, consistent=True)
 
 
 # -- the worker ------------------------------------------------------------------------
