@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from sandbox.bearer import bearer_claims, problem_response
-from sandbox.fault_responses import after_work, before_work
+from sandbox.fault_responses import after_work, arrive
 from sandbox.limits import rate_limiter
 from sandbox.state import Connection, SandboxState, get_state
 from sandbox.tokens import TokenError
@@ -52,19 +52,24 @@ def _own_connections(state: SandboxState, claims: dict[str, Any]) -> list[Connec
         return [c for c in state.connections.values() if (c.client_id, c.user_id) == owner]
 
 
+def _caller(state: SandboxState) -> dict[str, Any] | Response:
+    """The bearer token's claims, or Xero's 401/403 problem response."""
+    try:
+        return bearer_claims(state)
+    except TokenError as exc:
+        return problem_response(exc)
+
+
 @bp.get("/connections")
 @bp.get("/Connections")  # the OpenAPI spec's spelling; clients use lowercase (§1.1)
 def list_connections() -> ResponseReturnValue:
     state = get_state()
-    state.count("connections.list")
-    fault = state.faults.take("connections")
-    early = before_work(fault)
+    fault, early = arrive(state, "connections.list", "connections")
     if early is not None:
         return early
-    try:
-        claims = bearer_claims(state)
-    except TokenError as exc:
-        return problem_response(exc)
+    claims = _caller(state)
+    if not isinstance(claims, dict):
+        return claims
     auth_event_id = request.args.get("authEventId")
     rows = [
         connection_json(c)
@@ -79,15 +84,12 @@ def list_connections() -> ResponseReturnValue:
 def delete_connection(connection_id: str) -> ResponseReturnValue:
     """Disconnect one tenant: 204, or 404 for an unknown id or someone else's connection (§1.8)."""
     state = get_state()
-    state.count("connections.delete")
-    fault = state.faults.take("connections")
-    early = before_work(fault)
+    fault, early = arrive(state, "connections.delete", "connections")
     if early is not None:
         return early
-    try:
-        claims = bearer_claims(state)
-    except TokenError as exc:
-        return problem_response(exc)
+    claims = _caller(state)
+    if not isinstance(claims, dict):
+        return claims
     with state.lock:
         owned = {c.id for c in _own_connections(state, claims)}
         if connection_id not in owned:

@@ -15,8 +15,17 @@ from flask import Response, jsonify, request
 
 from sandbox.faults import Fault
 from sandbox.oauth_errors import OAuthError
+from sandbox.state import SandboxState
 
 _SERVER_ERROR_PAGE = "<!doctype html><title>{status}</title><h1>{status} Service Unavailable</h1>"
+
+
+def arrive(state: SandboxState, counter: str, *targets: str) -> tuple[Fault | None, Response | None]:
+    """Count the call and take its armed fault: the fault, and the response replacing the real
+    one (None when the work should go ahead)."""
+    state.count(counter)
+    fault = state.faults.take(*targets)
+    return fault, before_work(fault)
 
 
 def before_work(fault: Fault | None) -> Response | None:

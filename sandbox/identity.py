@@ -26,7 +26,7 @@ from sandbox.authorize import (
 )
 from sandbox.bearer import bearer_claims, problem_response
 from sandbox.client_auth import authenticate_client
-from sandbox.fault_responses import after_work, before_work
+from sandbox.fault_responses import after_work, arrive, before_work
 from sandbox.oauth_errors import OAuthError
 from sandbox.state import SandboxState, XeroUser, get_state
 from sandbox.tokens import TokenError, jwks, rotate_signing_key
@@ -158,9 +158,7 @@ def _token_body(state: SandboxState, grant_type: str) -> dict[str, Any]:
 @bp.post("/connect/revocation")
 def revocation() -> ResponseReturnValue:
     state = get_state()
-    state.count("identity.revocation")
-    fault = state.faults.take("revocation")
-    early = before_work(fault)
+    fault, early = arrive(state, "identity.revocation", "revocation")
     if early is not None:
         return early
     try:
