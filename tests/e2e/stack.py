@@ -124,3 +124,50 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def demo_credentials(stack: RunningStack) -> dict[str, str]:
+    """The demo vendor's ids and secrets exactly as `make run` prints them."""
+    found = dict(
+        re.findall(r"^\s+(vendor_id|key_id|key_secret|webhook_secret)\s+(\S+)$", stack.output(), re.M)
+    )
+    assert {"vendor_id", "key_id", "key_secret"} <= found.keys(), stack.output()
+    return found
+
+
+def connect_over_http(
+    broker_url: str, connect_url: str, user: str = "alice@sandbox.example", practice: str = "bloggs"
+) -> str:
+    """What a person does in the browser, as plain HTTP: Connect to Xero → sign in → Allow.
+
+    Returns the URL the broker finally redirects to (the vendor's return URL with the outcome).
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    import requests
+
+    from sandbox.state import stable_uuid
+
+    browser = requests.Session()
+    page = browser.get(connect_url, timeout=10)
+    assert page.status_code == 200, page.text
+    session_id = urlsplit(connect_url).path.rsplit("/", 1)[-1]
+    start = browser.post(
+        f"{broker_url}/connect/{session_id}/start",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert start.status_code == 303, start.text
+    authorize = urlsplit(start.headers["Location"])
+    form = {k: v[0] for k, v in parse_qs(authorize.query).items()}
+    consent = browser.post(
+        f"{authorize.scheme}://{authorize.netloc}{authorize.path}",
+        data={**form, "user": user, "decision": "allow", "tenant_id": stable_uuid("practice", practice)},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert consent.status_code == 302, consent.text
+    callback = browser.get(consent.headers["Location"], allow_redirects=False, timeout=30)
+    assert callback.status_code == 302, callback.text
+    return str(callback.headers["Location"])
