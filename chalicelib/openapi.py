@@ -502,6 +502,17 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Answers every operation can give: 415 for a body it does not take (Chalice checks first)."""
+    for operations in paths.values():
+        for method, operation in operations.items():
+            if method in {"post", "put", "patch"}:
+                operation["responses"].setdefault(
+                    "415", _problem_response("A body of another content type (unsupported_media_type).")
+                )
+    return paths
+
+
 def build_document(settings: Settings) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -513,33 +524,35 @@ def build_document(settings: Settings) -> dict[str, Any]:
             ),
         },
         "servers": [{"url": settings.public_url}],
-        "paths": {
-            "/health": {
-                "get": {
-                    "operationId": "getHealth",
-                    "summary": "Liveness",
-                    "security": [],
-                    "responses": {
-                        "200": _json_response("The broker is up.", _ref("Health")),
-                        "default": _problem_response(),
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "getOpenApi",
-                    "summary": "This document",
-                    "security": [],
-                    "responses": {
-                        "200": _json_response("The OpenAPI 3.1 document.", {"type": "object"}),
-                        "default": _problem_response(),
-                    },
-                }
-            },
-            **_vendor_paths(),
-            **_xpm_paths(),
-            **_browser_paths(),
-        },
+        "paths": _with_common_errors(
+            {
+                "/health": {
+                    "get": {
+                        "operationId": "getHealth",
+                        "summary": "Liveness",
+                        "security": [],
+                        "responses": {
+                            "200": _json_response("The broker is up.", _ref("Health")),
+                            "default": _problem_response(),
+                        },
+                    }
+                },
+                "/openapi.json": {
+                    "get": {
+                        "operationId": "getOpenApi",
+                        "summary": "This document",
+                        "security": [],
+                        "responses": {
+                            "200": _json_response("The OpenAPI 3.1 document.", {"type": "object"}),
+                            "default": _problem_response(),
+                        },
+                    }
+                },
+                **_vendor_paths(),
+                **_xpm_paths(),
+                **_browser_paths(),
+            }
+        ),
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {

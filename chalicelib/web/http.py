@@ -68,6 +68,33 @@ def install(app: Chalice) -> None:
     def add_request_id(event: Any, get_response: Callable[[Any], Response]) -> Response:
         request_id = request_id_for(event.headers, event.context)
         event.context["xpmb_request_id"] = request_id
-        response = get_response(event)
+        response = chalice_error_as_problem(get_response(event), request_id)
         response.headers["X-Request-Id"] = request_id
         return response
+
+
+# Chalice answers some requests itself, before any view runs, with {"Code", "Message"} bodies:
+# a body type the route does not take (415), a method the path does not have (405). The
+# contract wants problem+json for every error, so they are translated here.
+_CHALICE_ERRORS = {
+    "UnsupportedMediaType": ("unsupported_media_type", "Unsupported media type"),
+    "MethodNotAllowedError": ("method_not_allowed", "Method not allowed"),
+    "BadRequest": ("bad_request", "Bad request"),
+    "BadRequestError": ("bad_request", "Bad request"),
+}
+
+
+def chalice_error_as_problem(response: Response, request_id: str) -> Response:
+    body = response.body
+    if response.status_code < 400 or not isinstance(body, dict) or set(body) != {"Code", "Message"}:
+        return response
+    code, title = _CHALICE_ERRORS.get(str(body["Code"]), ("request_rejected", "Request rejected"))
+    detail = str(body["Message"])
+    if code == "unsupported_media_type":
+        detail = f"{detail}. Send the body as the operation documents (JSON for /v1 calls)."
+    error = BrokerError(code, response.status_code, title, detail)
+    translated = problem_response(error, request_id)
+    for name in ("Allow", "allow"):
+        if name in response.headers:
+            translated.headers["Allow"] = response.headers[name]
+    return translated
