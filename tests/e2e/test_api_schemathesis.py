@@ -77,7 +77,7 @@ def test_every_operation_conforms(stack: RunningStack, signing: None) -> None:
             response = case.call_and_validate(
                 base_url=stack.broker_url, timeout=30, excluded_checks=[positive_data_acceptance]
             )
-            statuses.setdefault(operation.label, set()).add(response.status_code)
+            statuses.setdefault(case.operation.label, set()).add(response.status_code)
 
         try:
             exercise()
