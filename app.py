@@ -7,6 +7,7 @@ from typing import Any
 from chalice import Chalice, Rate
 
 from chalicelib.config import queue_name_for_handlers
+from chalicelib.observability import observe_event
 from chalicelib.tenants.routes import bp as vendor_api
 from chalicelib.web import http
 from chalicelib.web.routes import bp as web_routes
@@ -17,6 +18,7 @@ app.register_blueprint(web_routes)
 app.register_blueprint(vendor_api)
 app.register_blueprint(xpm_api)
 http.install(app)
+app.register_middleware(observe_event, "all")
 
 
 @app.on_sqs_message(queue=queue_name_for_handlers("pushes"), batch_size=5)

@@ -37,6 +37,7 @@ def _nonce_store() -> DynamoNonceStore:
 
 def signed_caller() -> tuple[Vendor, SigningKey]:
     """Authenticate the current request (RFC 9421) and return the calling vendor and key."""
+    from chalicelib.observability import bind_context
     from chalicelib.tenants.authentication import authenticate
     from chalicelib.tenants.keys import key_resolver
     from chalicelib.tenants.vendors import get_vendor
@@ -52,6 +53,7 @@ def signed_caller() -> tuple[Vendor, SigningKey]:
         nonces=_nonce_store(),
         settings=get_settings(),
     )
+    bind_context(vendor_id=key.vendor_id, key_id=key.key_id)
     return get_vendor(key.vendor_id), key
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -66,11 +67,35 @@ def install(app: Chalice) -> None:
 
     @app.middleware("http")
     def add_request_id(event: Any, get_response: Callable[[Any], Response]) -> Response:
+        from chalicelib.observability import bind_context, clear_context, get_tracer
+
+        started = time.perf_counter()
         request_id = request_id_for(event.headers, event.context)
         event.context["xpmb_request_id"] = request_id
+        clear_context()
+        bind_context(request_id=request_id, tenant_ref=(event.uri_params or {}).get("tenant_ref"))
+        get_tracer()
         response = chalice_error_as_problem(get_response(event), request_id)
         response.headers["X-Request-Id"] = request_id
+        _record_latency(event, response, time.perf_counter() - started)
         return response
+
+
+def _record_latency(event: Any, response: Response, seconds: float) -> None:
+    """Proxy latency of the XPM calls (issue 7 metrics), by operation and status class."""
+    path = event.path or ""
+    if "/xpm/" not in path:
+        return
+    from chalicelib.observability import record_metric
+
+    record_metric(
+        "ProxyLatency",
+        round(seconds * 1000, 3),
+        "Milliseconds",
+        service="api",
+        method=event.method,
+        status=f"{response.status_code // 100}xx",
+    )
 
 
 # Chalice answers some requests itself, before any view runs, with {"Code", "Message"} bodies:
