@@ -109,6 +109,8 @@ class DevStack:
                 "XPMB_PUBLIC_URL": env.get("XPMB_PUBLIC_URL", f"http://{HOST}:{self.ports['XPMB_PORT']}"),
                 "PYTHONUNBUFFERED": "1",
                 "POWERTOOLS_TRACE_DISABLED": "true",
+                # EMF metric lines are for CloudWatch; locally they would drown the log lines.
+                "POWERTOOLS_METRICS_DISABLED": env.get("POWERTOOLS_METRICS_DISABLED", "true"),
             }
         )
         env.pop("AWS_PROFILE", None)
