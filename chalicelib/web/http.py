@@ -77,8 +77,20 @@ def install(app: Chalice) -> None:
         get_tracer()
         response = chalice_error_as_problem(get_response(event), request_id)
         response.headers["X-Request-Id"] = request_id
+        if _serves_https():
+            # Browsers must never fall back to http for the broker (Xero standard: TLS in transit).
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
         _record_latency(event, response, time.perf_counter() - started)
         return response
+
+
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+def _serves_https() -> bool:
+    from chalicelib.config import get_settings
+
+    return get_settings().public_url.startswith("https://")
 
 
 def _record_latency(event: Any, response: Response, seconds: float) -> None:
