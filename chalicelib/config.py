@@ -72,9 +72,13 @@ def build_settings(env: Mapping[str, str] | None = None, **overrides: str) -> Se
     version = source.get("XPMB_XPM_API_VERSION", "3.0")
     if version not in {"3.0", "3.1"}:
         raise ConfigurationError(f"XPMB_XPM_API_VERSION must be 3.0 or 3.1, not {version!r}")
+    public_url = source.get("XPMB_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+    if stage != "local" and not public_url.startswith("https://"):
+        # Codes, cookies and signatures travel under this URL: never plain http on AWS (C, TLS).
+        raise ConfigurationError(f"XPMB_PUBLIC_URL must be an https:// URL on stage {stage}")
     return Settings(
         stage=stage,
-        public_url=source.get("XPMB_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        public_url=public_url,
         xero_identity_url=source.get("XERO_IDENTITY_URL", "https://identity.xero.com").rstrip("/"),
         xero_api_url=source.get("XERO_API_URL", "https://api.xero.com").rstrip("/"),
         aws_endpoint_url=endpoint,

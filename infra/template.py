@@ -57,7 +57,13 @@ def _queues(queue: QueueDef, name: str, dlq_name: str) -> dict[str, Any]:
 
 
 def build_merge_template(stage: str) -> dict[str, Any]:
-    settings = build_settings({"XPMB_STAGE": stage, "XPMB_KMS_KEY_ID": f"alias/xpmb-{stage}"})
+    settings = build_settings(
+        {
+            "XPMB_STAGE": stage,
+            "XPMB_KMS_KEY_ID": f"alias/xpmb-{stage}",
+            "XPMB_PUBLIC_URL": "https://names.only",
+        }
+    )
     key_ref = {"Fn::GetAtt": ["TokenKey", "Arn"]}
     resources: dict[str, Any] = {
         "TokenKey": {

@@ -396,6 +396,7 @@ def test_powertools_kill_switch_is_refused_on_deployed_stages(
 
     monkeypatch.setenv("POWERTOOLS_IDEMPOTENCY_DISABLED", "true")
     monkeypatch.setenv("XPMB_STAGE", "dev")
+    monkeypatch.setenv("XPMB_PUBLIC_URL", "https://broker.example")
     reset_settings()
     handler = CountingHandler()
     with pytest.raises(ConfigurationError):

@@ -23,14 +23,24 @@ def test_aws_requires_a_stage_and_a_key() -> None:
         build_settings({})
     with pytest.raises(ConfigurationError, match="XPMB_KMS_KEY_ID"):
         build_settings({"XPMB_STAGE": "prod"})
-    settings = build_settings({"XPMB_STAGE": "prod", "XPMB_KMS_KEY_ID": "alias/k"})
+    with pytest.raises(ConfigurationError, match="https"):
+        build_settings({"XPMB_STAGE": "prod", "XPMB_KMS_KEY_ID": "alias/k"})
+    with pytest.raises(ConfigurationError, match="https"):
+        build_settings(
+            {"XPMB_STAGE": "prod", "XPMB_KMS_KEY_ID": "alias/k", "XPMB_PUBLIC_URL": "http://broker.example"}
+        )
+    settings = build_settings(
+        {"XPMB_STAGE": "prod", "XPMB_KMS_KEY_ID": "alias/k", "XPMB_PUBLIC_URL": "https://broker.example"}
+    )
     assert settings.table_prefix == "xpmb-prod-"
     assert settings.aws_endpoint_url is None
 
 
 def test_unknown_stage_and_api_version_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="one of"):
-        build_settings({"XPMB_STAGE": "staging", "XPMB_KMS_KEY_ID": "k"})
+        build_settings(
+            {"XPMB_STAGE": "staging", "XPMB_KMS_KEY_ID": "k", "XPMB_PUBLIC_URL": "https://b.example"}
+        )
     with pytest.raises(ConfigurationError, match=r"3\.0 or 3\.1"):
         build_settings({"AWS_ENDPOINT_URL": "http://x", "XPMB_XPM_API_VERSION": "2.0"})
 

@@ -667,7 +667,9 @@ def _authenticate(
         body_of(prepared),
         keys=FakeKeys(),
         nonces=nonces,
-        settings=build_settings({"XPMB_STAGE": "dev", "XPMB_KMS_KEY_ID": "alias/unit"}),
+        settings=build_settings(
+            {"XPMB_STAGE": "local", "XPMB_KMS_KEY_ID": "alias/unit", "XPMB_PUBLIC_URL": PUBLIC_URL}
+        ),
         now=NOW,
     )
 
