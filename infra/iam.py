@@ -153,6 +153,23 @@ def _arn(logical: str) -> dict[str, Any]:
     return {"Fn::GetAtt": [logical, "Arn"]}
 
 
+def table_arn(table: str) -> dict[str, Any]:
+    return _arn(table_id(table))
+
+
+def index_arn(table: str, index: str) -> dict[str, Any]:
+    if index not in {i.name for i in table_def(table).indexes}:
+        raise KeyError(f"{table} has no index {index}")
+    return {"Fn::Sub": f"${{{table_id(table)}.Arn}}/index/{index}"}
+
+
+def queue_arn(queue: str) -> dict[str, Any]:
+    return _arn(queue_id(queue))
+
+
+KEY_ARN = _arn("TokenKey")
+
+
 def _statement(sid: str, actions: tuple[str, ...], resources: list[Any], **extra: Any) -> dict[str, Any]:
     return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": resources, **extra}
 
@@ -164,31 +181,44 @@ def policy_document(function: str, needs: Needs) -> dict[str, Any]:
     reads = sorted(t for t, access in needs.tables.items() if access == "read")
     writes = sorted(t for t, access in needs.tables.items() if access == "write")
     if reads:
-        statements.append(_statement("ReadTables", TABLE_READ, [_arn(table_id(t)) for t in reads]))
+        statements.append(_statement("ReadTables", TABLE_READ, [table_arn(t) for t in reads]))
     if writes:
         statements.append(
-            _statement("WriteTables", TABLE_READ + TABLE_WRITE, [_arn(table_id(t)) for t in writes])
+            _statement("WriteTables", TABLE_READ + TABLE_WRITE, [table_arn(t) for t in writes])
         )
     if needs.indexes:
-        index_arns = []
-        for pair in sorted(needs.indexes):
-            table, index = pair.split("/")
-            index_arns.append({"Fn::Sub": f"${{{table_id(table)}.Arn}}/index/{index}"})
-        statements.append(_statement("QueryIndexes", INDEX_QUERY, index_arns))
+        pairs = sorted(pair.split("/") for pair in needs.indexes)
+        statements.append(_statement("QueryIndexes", INDEX_QUERY, [index_arn(t, i) for t, i in pairs]))
     if needs.sends:
         statements.append(
-            _statement("SendToQueues", QUEUE_SEND, [_arn(queue_id(q)) for q in sorted(needs.sends)])
+            _statement("SendToQueues", QUEUE_SEND, [queue_arn(q) for q in sorted(needs.sends)])
         )
     if needs.consumes:
-        statements.append(_statement("ConsumeQueue", QUEUE_CONSUME, [_arn(queue_id(needs.consumes))]))
+        statements.append(_statement("ConsumeQueue", QUEUE_CONSUME, [queue_arn(needs.consumes)]))
     if needs.kms:
         actions = KMS_ENCRYPT if needs.kms == "encrypt" else KMS_DECRYPT
         statements.append(
             _statement(
-                "EnvelopeKey", actions, [_arn("TokenKey")], Condition={"StringEquals": dict(KMS_CONTEXT)}
+                "EnvelopeKey", actions, [KEY_ARN], Condition={"StringEquals": dict(KMS_CONTEXT)}
             )
         )
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def allows(document: Mapping[str, Any], action: str, resource: Any, context: Mapping[str, str]) -> bool:
+    """Does one of the policy's statements allow ``action`` on ``resource`` (an intrinsic)?
+
+    Only what these generated policies use: exact actions, exact resources, and StringEquals
+    conditions on the KMS encryption context.
+    """
+    for statement in document["Statement"]:
+        if action not in statement["Action"] or resource not in statement["Resource"]:
+            continue
+        wanted = statement.get("Condition", {}).get("StringEquals", {})
+        prefix = "kms:EncryptionContext:"
+        if all(context.get(key.removeprefix(prefix)) == value for key, value in wanted.items()):
+            return True
+    return False
 
 
 def policy_file(function: str) -> str:
