@@ -176,31 +176,26 @@ def _statement(sid: str, actions: tuple[str, ...], resources: list[Any], **extra
 
 def policy_document(function: str, needs: Needs) -> dict[str, Any]:
     """The IAM policy of one function (CloudFormation intrinsics for every resource)."""
-    log_group = f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/${{AWS::StackName}}-{function}"
+    account = "${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
+    log_group = f"arn:{account}:log-group:/aws/lambda/${{AWS::StackName}}-{function}"
     statements = [_statement("Logs", LOGS, [{"Fn::Sub": log_group}, {"Fn::Sub": f"{log_group}:*"}])]
     reads = sorted(t for t, access in needs.tables.items() if access == "read")
     writes = sorted(t for t, access in needs.tables.items() if access == "write")
     if reads:
         statements.append(_statement("ReadTables", TABLE_READ, [table_arn(t) for t in reads]))
     if writes:
-        statements.append(
-            _statement("WriteTables", TABLE_READ + TABLE_WRITE, [table_arn(t) for t in writes])
-        )
+        statements.append(_statement("WriteTables", TABLE_READ + TABLE_WRITE, [table_arn(t) for t in writes]))
     if needs.indexes:
         pairs = sorted(pair.split("/") for pair in needs.indexes)
         statements.append(_statement("QueryIndexes", INDEX_QUERY, [index_arn(t, i) for t, i in pairs]))
     if needs.sends:
-        statements.append(
-            _statement("SendToQueues", QUEUE_SEND, [queue_arn(q) for q in sorted(needs.sends)])
-        )
+        statements.append(_statement("SendToQueues", QUEUE_SEND, [queue_arn(q) for q in sorted(needs.sends)]))
     if needs.consumes:
         statements.append(_statement("ConsumeQueue", QUEUE_CONSUME, [queue_arn(needs.consumes)]))
     if needs.kms:
         actions = KMS_ENCRYPT if needs.kms == "encrypt" else KMS_DECRYPT
         statements.append(
-            _statement(
-                "EnvelopeKey", actions, [KEY_ARN], Condition={"StringEquals": dict(KMS_CONTEXT)}
-            )
+            _statement("EnvelopeKey", actions, [KEY_ARN], Condition={"StringEquals": dict(KMS_CONTEXT)})
         )
     return {"Version": "2012-10-17", "Statement": statements}
 

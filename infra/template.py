@@ -178,7 +178,8 @@ def alarms() -> dict[str, Any]:
         threshold = ROTATION_FAILURE_THRESHOLDS[metric]
         resources[logical_id("alarm", metric)] = _alarm(
             f"{metric}",
-            f"Scheduled token refreshes failing ({metric} >= {threshold} in an hour; docs/operator.md#alarms)",
+            f"Scheduled token refreshes failing ({metric} >= {threshold} in an hour; "
+            "docs/operator.md#alarms)",
             _broker_metric("rotation", metric),
             Period=3600,
             Threshold=threshold,
@@ -234,7 +235,11 @@ def _alarm_topic() -> dict[str, Any]:
         "AlarmEmailSubscription": {
             "Type": "AWS::SNS::Subscription",
             "Condition": "HasAlarmEmail",
-            "Properties": {"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}, "TopicArn": {"Ref": ALARM_TOPIC}},
+            "Properties": {
+                "Protocol": "email",
+                "Endpoint": {"Ref": "AlarmEmail"},
+                "TopicArn": {"Ref": ALARM_TOPIC},
+            },
         },
     }
 

@@ -22,7 +22,12 @@ from infra.iam import KEY_ARN, index_arn, queue_arn, table_arn
 
 _function: contextvars.ContextVar[str | None] = contextvars.ContextVar("aws_calls_function", default=None)
 
-_TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+_TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,9 @@ class Recorder:
         assert name.startswith(self.settings.queue_prefix), name
         return name.removeprefix(self.settings.queue_prefix)
 
-    def _translate(self, service: str, operation: str, params: dict[str, Any]) -> Iterator[tuple[str, Any, dict[str, str]]]:
+    def _translate(
+        self, service: str, operation: str, params: dict[str, Any]
+    ) -> Iterator[tuple[str, Any, dict[str, str]]]:
         if service == "dynamodb":
             yield from self._dynamodb(operation, params)
         elif service == "sqs":

@@ -51,7 +51,11 @@ def _api_journeys(broker: BrokerUnderTest) -> None:
         "relationships": [{"type": "Director", "related": "joe"}],
     }
     accepted = _signed_ok(
-        broker, "POST", "/v1/tenants/firm-1/xpm/pushes", json_body=push, headers={"Idempotency-Key": "iam-push-1"}
+        broker,
+        "POST",
+        "/v1/tenants/firm-1/xpm/pushes",
+        json_body=push,
+        headers={"Idempotency-Key": "iam-push-1"},
     )
     _signed_ok(broker, "GET", f"/v1/tenants/firm-1/xpm/pushes/{accepted['push_id']}")
 
