@@ -84,11 +84,13 @@ def test_every_table_and_queue_named_in_the_code_is_in_the_template() -> None:
 
 
 def test_every_sqs_handler_consumes_a_template_queue_with_partial_batch_failures() -> None:
+    from chalice.app import SQSEventConfig
+
     from app import app
     from chalicelib.config import queue_name_for_handlers
 
     resources = _resources()
-    consumers = {s.name: s.queue for s in app.event_sources if type(s).__name__ == "SQSEventConfig"}
+    consumers = {s.name: s.queue for s in app.event_sources if isinstance(s, SQSEventConfig)}
     assert consumers, "the app has SQS handlers"
     for function, queue in consumers.items():
         needs = FUNCTIONS[function]
@@ -155,7 +157,7 @@ def _alarm_on(metric: str) -> dict[str, Any]:
         for a in _typed("AWS::CloudWatch::Alarm").values()
         if a["Properties"]["MetricName"] == metric
     ]
-    return alarm
+    return dict(alarm)
 
 
 def test_rotation_alarms_match_the_metrics_the_code_emits(monkeypatch: Any) -> None:
