@@ -35,5 +35,19 @@ test: install browser lint typecheck
 bench: install
 	$(BIN)/python -m bench
 
+# The AWS package (docs/operator.md): merge template from infra/, chalice package (arm64 zip +
+# SAM template), cfn-lint. The region only picks service principals; nothing calls AWS.
+STAGE       ?= prod
+PACKAGE_DIR := build/package/$(STAGE)
+package: install
+	@mkdir -p build
+	$(BIN)/python -m infra.iam
+	$(BIN)/python -m infra.template --stage $(STAGE) > build/infra-$(STAGE).json
+	rm -rf $(PACKAGE_DIR)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $(STAGE) \
+		--merge-template build/infra-$(STAGE).json $(PACKAGE_DIR)
+	$(BIN)/cfn-lint $(PACKAGE_DIR)/sam.json
+	@echo "packaged: $(PACKAGE_DIR)/sam.json + $(PACKAGE_DIR)/deployment.zip (lint clean)"
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
