@@ -39,7 +39,6 @@ def signed_caller() -> tuple[Vendor, SigningKey]:
     """Authenticate the current request (RFC 9421) and return the calling vendor and key."""
     from chalicelib.tenants.authentication import authenticate
     from chalicelib.tenants.keys import key_resolver
-    from chalicelib.tenants.vendors import get_vendor
 
     request = bp.current_request
     raw = request.raw_body or b""
@@ -52,7 +51,7 @@ def signed_caller() -> tuple[Vendor, SigningKey]:
         nonces=_nonce_store(),
         settings=get_settings(),
     )
-    return get_vendor(key.vendor_id), key
+    return key_resolver().vendor(key.vendor_id), key  # cached like the key (30 s)
 
 
 def json_body() -> Any:
