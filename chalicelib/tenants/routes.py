@@ -40,7 +40,6 @@ def signed_caller() -> tuple[Vendor, SigningKey]:
     from chalicelib.observability import bind_context
     from chalicelib.tenants.authentication import authenticate
     from chalicelib.tenants.keys import key_resolver
-    from chalicelib.tenants.vendors import get_vendor
 
     request = bp.current_request
     raw = request.raw_body or b""
@@ -54,7 +53,7 @@ def signed_caller() -> tuple[Vendor, SigningKey]:
         settings=get_settings(),
     )
     bind_context(vendor_id=key.vendor_id, key_id=key.key_id)
-    return get_vendor(key.vendor_id), key
+    return key_resolver().vendor(key.vendor_id), key  # cached like the key (30 s)
 
 
 def json_body() -> Any:

@@ -113,7 +113,7 @@ class XpmClient:
         if not text:
             raise InvalidField("search", "search must not be empty.")
         params = {"query": text, **({"detailed": "true"} if detailed else {})}
-        return mapping.clients_json(self._call("GET", "client.api/search", params=params))
+        return self._call_clients("GET", "client.api/search", params=params)[1]
 
     def get_client(self, uuid: str) -> dict[str, Any]:
         """``client.api/get/{uuid}`` (§3.3.4): the detailed client with ``web_url``."""
@@ -134,7 +134,7 @@ class XpmClient:
         if modified_since is not None:
             moment = modified_since if modified_since.tzinfo else modified_since.replace(tzinfo=UTC)
             params["modifiedsince"] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return mapping.clients_json(self._call("GET", "client.api/list", params=params))
+        return self._call_clients("GET", "client.api/list", params=params)[1]
 
     def paged_clients(
         self, page_size: int = 100, page_token: str | None = None
@@ -149,8 +149,8 @@ class XpmClient:
         params = {"pageSize": str(page_size)}
         if page_token is not None:
             params["pageToken"] = check_text("page_token", page_token)
-        root = self._call("GET", "client.api/paged-list", params=params, base=self._base_31)
-        return mapping.clients_json(root), _next_page_token(root)
+        root, clients = self._call_clients("GET", "client.api/paged-list", params=params, base=self._base_31)
+        return clients, _next_page_token(root)
 
     # -- clients: writes --------------------------------------------------------------------
     def add_client(self, client_json: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,6 +200,14 @@ class XpmClient:
         # Vendors may render it as a link: only Xero's https deep links pass (§3.2).
         return mapping.client_json(node, web_url=web_url if web_url.startswith("https://") else None)
 
+    def _call_clients(
+        self, method: str, path: str, *, params: Mapping[str, str], base: str | None = None
+    ) -> tuple[Element, list[dict[str, Any]]]:
+        """``_call`` for a client list: the clients are mapped while the body is parsed
+        (``mapping.read_clients``), so a long list never exists as a whole tree."""
+        clients: list[dict[str, Any]] = []
+        return self._call(method, path, params=params, base=base, clients=clients), clients
+
     def _call(
         self,
         method: str,
@@ -209,15 +217,19 @@ class XpmClient:
         body: bytes | None = None,
         names_client: bool = False,
         base: str | None = None,
+        clients: list[dict[str, Any]] | None = None,
     ) -> Element:
+        """The checked ``<Response>`` root; with ``clients``, a 2xx body's clients go there."""
         url = (base or self._base) + path
         try:
-            root = self._exchange_patiently(method, url, self._tokens.access_token(), params, body)
+            root = self._exchange_patiently(
+                method, url, self._tokens.access_token(), params, body, clients=clients
+            )
         except XpmTokenExpired:
             logger.info("XPM said TokenExpired for %s %s; refreshing once", method, path)
             try:
                 root = self._exchange_patiently(
-                    method, url, self._tokens.refreshed_access_token(), params, body
+                    method, url, self._tokens.refreshed_access_token(), params, body, clients=clients
                 )
             except XpmTokenExpired as exc:
                 raise XpmAuthorisationLost("token_rejected") from exc
@@ -225,14 +237,21 @@ class XpmClient:
         return root
 
     def _exchange_patiently(
-        self, method: str, url: str, token: str, params: Mapping[str, str] | None, body: bytes | None
+        self,
+        method: str,
+        url: str,
+        token: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        *,
+        clients: list[dict[str, Any]] | None = None,
     ) -> Element:
         """Xero's *concurrent* limit clears as soon as a call in flight ends, and a 429 means the
         request was not processed (so a write may be sent again): wait a moment and retry a few
         times before passing the 429 on. Minute and day limits are passed on at once."""
         for attempt in range(CONCURRENT_RETRIES + 1):
             try:
-                return self._exchange(method, url, token, params, body)
+                return self._exchange(method, url, token, params, body, clients=clients)
             except XpmRateLimited as limited:
                 if limited.problem != "concurrent" or attempt == CONCURRENT_RETRIES:
                     raise
@@ -240,7 +259,14 @@ class XpmClient:
         raise AssertionError("unreachable")
 
     def _exchange(
-        self, method: str, url: str, token: str, params: Mapping[str, str] | None, body: bytes | None
+        self,
+        method: str,
+        url: str,
+        token: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        *,
+        clients: list[dict[str, Any]] | None = None,
     ) -> Element:
         headers = {
             "Authorization": f"Bearer {token}",
@@ -270,7 +296,7 @@ class XpmClient:
                     (time.monotonic() - started) * 1000,
                 )
                 self._observe(response, permit)
-                return self._interpret(response, permit)
+                return self._interpret(response, permit, clients)
 
     def _observe(self, response: requests.Response, permit: Any) -> None:
         self.last_rate_headers = {
@@ -280,7 +306,9 @@ class XpmClient:
         if callable(observe):
             observe(response.headers)
 
-    def _interpret(self, response: requests.Response, permit: Any) -> Element:
+    def _interpret(
+        self, response: requests.Response, permit: Any, clients: list[dict[str, Any]] | None = None
+    ) -> Element:
         status = response.status_code
         if status == 429:
             retry_after = _retry_after(response.headers.get("Retry-After"))
@@ -294,7 +322,10 @@ class XpmClient:
         if status == 403:
             raise XpmAuthorisationLost("forbidden")
         if 200 <= status < 300:
-            return parse_response(self._read(response), max_bytes=self._max_decoded)
+            if clients is None:
+                return parse_response(self._read(response), max_bytes=self._max_decoded)
+            root, clients[:] = mapping.read_clients(self._read(response), max_bytes=self._max_decoded)
+            return root
         if 400 <= status < 500:
             # XPM may send its ERROR envelope with a 4xx (UNVERIFIED, §8.11): read it as such.
             try:

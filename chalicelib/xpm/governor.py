@@ -9,17 +9,27 @@ a count and then writes it back.
 Layout (hash key ``bucket``; ``app`` is the Xero client id, ``tenant`` the Xero tenant id)::
 
     t#{app}#{tenant}#c#{i}       concurrency slot i < concurrent: lease_id, lease_until
-    t#{app}#{tenant}#d#{day}     calls in the UTC day (day = floor(now / 86400)); tenant blocks
-    t#{app}#{tenant}#m#{minute}  calls in the minute (minute = floor(now / 60))
+    t#{app}#{tenant}#d#{day}     the tenant's windows: ``calls`` in the UTC day (day = floor(now /
+                                 86400)) and ``minute_calls`` in minute ``minute`` (floor(now /
+                                 60)) of that day; tenant blocks
     a#{app}#m#{minute}           the app's calls in the minute, all tenants; app blocks
 
-A permit takes a slot, then counts the call in the day, tenant-minute and app-minute windows, in
-that order, each with ``ADD calls 1`` under ``calls < limit``. A refusal gives back what the call
-took: the slot is released and earlier counters get ``ADD calls -1``. Refunds are best effort; one
-lost to a crash over-counts, which errs on the safe side and ends with the window.
+A permit takes a slot (one conditional write), then counts the call in the tenant's day and minute
+with one conditional write on the day item (``ADD calls 1, minute_calls 1`` under both limits and
+no block; a new minute restarts ``minute_calls`` in the same write), then takes one unit of the
+app-minute budget. The app budget is shared by every tenant, so each instance reserves it in small
+leases (``ADD calls n`` under ``calls <= limit - n``) and spends them locally: ``n`` is at most
+1/100 of what the window has left and at most ``APP_LEASE_MAX``, so it is 1 near the limit and for
+small limits (the budget is exact there) and at most ``APP_LEASE_MAX - 1`` units per instance go
+unused when a window ends (over-counting: the safe side). A permit therefore costs three writes
+(slot, tenant windows, release) and one app write per lease. A refusal gives back what the call
+took: the slot is released, a counted tenant call is refunded. Refunds are best effort; one lost to
+a crash over-counts, which errs on the safe side and ends with the window.
 
 Windows are fixed: the epoch minute and the UTC day. Xero's fixed windows start at other,
-per-tenant times (§2.1); ``Permit.observe`` and ``Permit.upstream_limited`` close that gap.
+per-tenant times (§2.1); ``Permit.observe`` and ``Permit.upstream_limited`` close that gap (both
+also drop this instance's app lease, so a tightened or blocked app budget is obeyed at once here;
+other instances obey an app block once their lease, at most ``APP_LEASE_MAX - 1`` calls, is spent).
 Every expiry is a stored timestamp compared in a condition; ``expires_at_ttl`` only tidies up
 (security-checklist D6).
 """
@@ -32,6 +42,7 @@ import os
 import random
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -56,6 +67,11 @@ _CLEANUP_GRACE = 3_600
 # An app-wide block is written to each app-minute window it covers; Xero's app window is one
 # minute, so a longer Retry-After is unexpected: cap the fan-out (a 429 after it re-blocks).
 _MAX_BLOCK_WINDOWS = 10
+# App-minute leases (see the module docstring): at most this many units per reservation, and at
+# most 1/APP_LEASE_SHARE of what the window had left when last seen.
+APP_LEASE_MAX = 20
+APP_LEASE_SHARE = 100
+_MEMORY_LIMIT = 4096  # entries of per-instance memory (minutes seen, leases) before a reset
 _XERO_REMAINING = {
     "day": "x-daylimit-remaining",
     "minute": "x-minlimit-remaining",
@@ -127,6 +143,8 @@ class RateBucket(BrokerModel):
 
     bucket = UnicodeAttribute(hash_key=True)
     calls = NumberAttribute(null=True)
+    minute = NumberAttribute(null=True)  # day items: the minute ``minute_calls`` counts
+    minute_calls = NumberAttribute(null=True)
     lease_id = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)
     blocked_until = NumberAttribute(null=True)
@@ -139,9 +157,11 @@ class Window:
     """One fixed window of one budget: the item counting it, its limit, and when it resets."""
 
     problem: str  # the X-Rate-Limit-Problem name of this limit
-    key: str
+    key: str  # the item counting it
     limit: int
     resets_at: int
+    attribute: str = "calls"  # the item's attribute holding the count
+    index: int = 0  # the window's number (epoch minute or day)
 
 
 @dataclass(frozen=True)
@@ -151,7 +171,8 @@ class _Lease:
 
 
 class Permit:
-    """One XPM call the governor let through; ``counted`` maps bucket keys to calls after it."""
+    """One XPM call the governor let through; ``counted`` maps each window's problem name
+    (``day``, ``minute``, ``appminute``) to the calls stored after it."""
 
     def __init__(self, governor: RateGovernor, tenant_id: str, at: float, counted: dict[str, int]) -> None:
         self._governor = governor
@@ -163,8 +184,8 @@ class Permit:
         """The broker's own view of the tenant's budget after this call, as vendor headers."""
         day, minute, _ = self._governor.windows(self._tenant_id, self._at)
         return {
-            "X-RateLimit-Minute-Remaining": str(max(0, minute.limit - self._counted.get(minute.key, 0))),
-            "X-RateLimit-Day-Remaining": str(max(0, day.limit - self._counted.get(day.key, 0))),
+            "X-RateLimit-Minute-Remaining": str(max(0, minute.limit - self._counted.get("minute", 0))),
+            "X-RateLimit-Day-Remaining": str(max(0, day.limit - self._counted.get("day", 0))),
         }
 
     def observe(self, headers: Mapping[str, str]) -> None:
@@ -184,6 +205,11 @@ class RateGovernor:
         self.app_key = app_key
         self.limits = limits
         self._clock = clock
+        self._lock = threading.Lock()
+        # Per instance, only ever an optimisation or a reservation already stored:
+        self._minutes: dict[str, int] = {}  # day item key -> the minute it last counted
+        self._app_leases: dict[str, int] = {}  # app-minute key -> reserved units not yet spent
+        self._app_seen: dict[str, int] = {}  # app-minute key -> its stored calls when last written
 
     @contextmanager
     def permit(self, tenant_id: str) -> Iterator[Permit]:
@@ -206,12 +232,20 @@ class RateGovernor:
         before it touches a minute budget.
         """
         minute, day = int(now // MINUTE), int(now // DAY)
-        tenant, minute_ends = f"t#{self.app_key}#{tenant_id}", (minute + 1) * MINUTE
+        day_key, minute_ends = f"t#{self.app_key}#{tenant_id}#d#{day}", (minute + 1) * MINUTE
         limits = self.limits
         return (
-            Window("day", f"{tenant}#d#{day}", limits.per_day, (day + 1) * DAY),
-            Window("minute", f"{tenant}#m#{minute}", limits.per_minute, minute_ends),
-            Window("appminute", f"a#{self.app_key}#m#{minute}", limits.app_per_minute, minute_ends),
+            Window("day", day_key, limits.per_day, (day + 1) * DAY, "calls", day),
+            # The tenant's minute is counted on its day item, in the same write as the day.
+            Window("minute", day_key, limits.per_minute, minute_ends, "minute_calls", minute),
+            Window(
+                "appminute",
+                f"a#{self.app_key}#m#{minute}",
+                limits.app_per_minute,
+                minute_ends,
+                "calls",
+                minute,
+            ),
         )
 
     # -- concurrency slots ------------------------------------------------------------------
@@ -274,22 +308,112 @@ class RateGovernor:
     # -- window budgets ---------------------------------------------------------------------
 
     def _count_call(self, tenant_id: str, now: float) -> dict[str, int]:
-        """Count the call in each window, or refund what was counted and raise the refusal."""
-        counted: dict[str, int] = {}
+        """Count the call in the tenant's day and minute, then the app's minute; or refund the
+        tenant's count and raise the refusal."""
+        day, minute, app = self.windows(tenant_id, now)
+        counted = self._count_tenant(day, minute, now)
         try:
-            for window in self.windows(tenant_id, now):
-                calls = _conditional_update(
-                    window.key,
-                    [RateBucket.calls.add(1), RateBucket.expires_at_ttl.set(_window_ttl(window))],
-                    _has_room(window.limit, now),
-                )
-                if calls is None:
-                    raise self._refusal(window, now)
-                counted[window.key] = calls
+            counted["appminute"] = self._take_app_unit(app, now)
         except BaseException:
-            _refund(list(counted))
+            _refund_tenant(day, minute)
             raise
         return counted
+
+    def _count_tenant(self, day: Window, minute: Window, now: float) -> dict[str, int]:
+        """One conditional write on the day item counts the day and the minute (or refuses).
+
+        The minute is either the one the item already counts (``ADD minute_calls 1`` under the
+        limit) or a later one (``SET minute_calls = 1``): two shapes of write, tried in the order
+        this instance last saw, so a new minute costs one extra write at most.
+        """
+        day_room = RateBucket.calls.does_not_exist() | (RateBucket.calls < day.limit)
+        not_blocked = RateBucket.blocked_until.does_not_exist() | (RateBucket.blocked_until <= now)
+        ttl = RateBucket.expires_at_ttl.set(_window_ttl(day))
+        same_minute: tuple[list[Any], Any] = (
+            [RateBucket.calls.add(1), RateBucket.minute_calls.add(1), ttl],
+            (RateBucket.minute == minute.index) & (RateBucket.minute_calls < minute.limit),
+        )
+        new_minute: tuple[list[Any], Any] = (
+            [
+                RateBucket.calls.add(1),
+                RateBucket.minute.set(minute.index),
+                RateBucket.minute_calls.set(1),
+                ttl,
+            ],
+            RateBucket.minute.does_not_exist() | (RateBucket.minute < minute.index),
+        )
+        seen = self._minutes.get(day.key)
+        for actions, minute_room in (
+            (same_minute, new_minute) if seen == minute.index else (new_minute, same_minute)
+        ):
+            item = RateBucket(day.key)
+            try:
+                item.update(actions=actions, condition=day_room & not_blocked & minute_room)
+            except PynamoDBException as error:
+                if is_conditional_failure(error):
+                    continue
+                raise _unavailable(error) from None
+            self._remember(self._minutes, day.key, minute.index)
+            return {"day": int(item.calls or 0), "minute": int(item.minute_calls or 0)}
+        raise self._tenant_refusal(day, minute, now)
+
+    def _tenant_refusal(self, day: Window, minute: Window, now: float) -> XpmRateLimited:
+        """Why the day item refused: the day (exhausted or blocked) first, then the minute."""
+        item = _read(day.key)
+        reasons: list[tuple[float, str]] = []
+        if item is not None and (item.calls or 0) >= day.limit:
+            reasons.append((day.resets_at, day.problem))
+        if item is not None and item.blocked_until is not None and item.blocked_until > now:
+            reasons.append((item.blocked_until, item.block_problem or day.problem))
+        minute_full = (
+            item is not None and item.minute == minute.index and (item.minute_calls or 0) >= minute.limit
+        )
+        if not reasons and minute_full:
+            reasons.append((minute.resets_at, minute.problem))
+        if not reasons:
+            # A refund landed between our write and this read (or another instance's clock
+            # counts a later minute): room again shortly.
+            return XpmRateLimited(DEFAULT_RETRY_AFTER, minute.problem)
+        until, problem = max(reasons)
+        return XpmRateLimited(_seconds_until(until, now), problem)
+
+    def _take_app_unit(self, app: Window, now: float) -> int:
+        """One unit of the app-minute budget: from this instance's lease, or a new lease."""
+        with self._lock:
+            left = self._app_leases.get(app.key, 0)
+            if left > 0:
+                self._app_leases[app.key] = left - 1
+                return self._app_seen.get(app.key, 0)
+            seen = self._app_seen.get(app.key)
+        remaining = app.limit - (seen or 0)
+        size = max(1, min(APP_LEASE_MAX, remaining // APP_LEASE_SHARE))
+        not_blocked = RateBucket.blocked_until.does_not_exist() | (RateBucket.blocked_until <= now)
+        for units in (size, 1) if size > 1 else (1,):
+            room = RateBucket.calls.does_not_exist() | (RateBucket.calls <= app.limit - units)
+            calls = _conditional_update(
+                app.key,
+                [RateBucket.calls.add(units), RateBucket.expires_at_ttl.set(_window_ttl(app))],
+                room & not_blocked,
+            )
+            if calls is not None:
+                with self._lock:
+                    if app.key not in self._app_leases and len(self._app_leases) >= 2:
+                        self._app_leases.clear()  # leases of past minutes are worth nothing
+                    self._app_leases[app.key] = self._app_leases.get(app.key, 0) + units - 1
+                    self._remember(self._app_seen, app.key, calls)
+                return calls
+        raise self._refusal(app, now)
+
+    def _drop_app_lease(self, app: Window) -> None:
+        """Forget this instance's unspent app units (they stay counted: the safe side)."""
+        with self._lock:
+            self._app_leases.pop(app.key, None)
+            self._app_seen.pop(app.key, None)
+
+    def _remember(self, memory: dict[str, int], key: str, value: int) -> None:
+        if len(memory) >= _MEMORY_LIMIT and key not in memory:
+            memory.clear()
+        memory[key] = value
 
     def _refusal(self, window: Window, now: float) -> XpmRateLimited:
         """Why ``window`` refused (exhausted, blocked, or both): the later reset wins."""
@@ -321,13 +445,33 @@ class RateGovernor:
             if remaining is None:
                 continue
             used = window.limit - min(remaining, window.limit)
-            if used > counted.get(window.key, 0):
+            if used <= counted.get(window.problem, 0):
+                continue
+            ttl = RateBucket.expires_at_ttl.set(_window_ttl(window))
+            if window.problem == "minute":
+                # The minute lives on the day item: raise it if it counts this minute, or
+                # start this minute at ``used`` if it counts an earlier one.
+                raised = _conditional_update(
+                    window.key,
+                    [RateBucket.minute_calls.set(used), ttl],
+                    (RateBucket.minute == window.index) & (RateBucket.minute_calls < used),
+                )
+                if raised is None:
+                    _conditional_update(
+                        window.key,
+                        [RateBucket.minute.set(window.index), RateBucket.minute_calls.set(used), ttl],
+                        RateBucket.minute.does_not_exist() | (RateBucket.minute < window.index),
+                    )
+            else:
+                attribute = RateBucket.calls
                 _conditional_update(
                     window.key,
-                    [RateBucket.calls.set(used), RateBucket.expires_at_ttl.set(_window_ttl(window))],
-                    RateBucket.calls.does_not_exist() | (RateBucket.calls < used),
+                    [attribute.set(used), ttl],
+                    attribute.does_not_exist() | (attribute < used),
                 )
-                counted[window.key] = used
+            if window.problem == "appminute":
+                self._drop_app_lease(window)  # Xero has counted less room than we reserved
+            counted[window.problem] = used
 
     def block(self, tenant_id: str, retry_after: int | None, problem: str | None) -> None:
         """Refuse the tenant (the whole app for ``appminute``) until now + ``retry_after``.
@@ -339,6 +483,8 @@ class RateGovernor:
         now = self._clock()
         name = _problem_name(problem)
         until = now + self._block_seconds(name, retry_after, now)
+        if name == "appminute":
+            self._drop_app_lease(self.windows(tenant_id, now)[2])
         for window in self._covering(tenant_id, name, now, until):
             _conditional_update(
                 window.key,
@@ -410,19 +556,21 @@ def _read(key: str) -> RateBucket | None:
         raise _unavailable(error) from None
 
 
-def _refund(keys: list[str]) -> None:
-    """Give back counted calls; a failure only over-counts (safe), so it is logged, not raised."""
-    for key in keys:
+def _refund_tenant(day: Window, minute: Window) -> None:
+    """Give back a counted tenant call; a failure only over-counts (safe): logged, not raised."""
+    try:
         try:
-            RateBucket(key).update(actions=[RateBucket.calls.add(-1)])
+            RateBucket(day.key).update(
+                actions=[RateBucket.calls.add(-1), RateBucket.minute_calls.add(-1)],
+                condition=RateBucket.minute == minute.index,
+            )
         except PynamoDBException as error:
-            logger.warning("rate governor refund lost (%s)", _cause(error))
-
-
-def _has_room(limit: int, now: float) -> Any:
-    not_full = RateBucket.calls.does_not_exist() | (RateBucket.calls < limit)
-    not_blocked = RateBucket.blocked_until.does_not_exist() | (RateBucket.blocked_until <= now)
-    return not_full & not_blocked
+            if not is_conditional_failure(error):
+                raise
+            # The item counts a later minute by now: only the day is ours to give back.
+            RateBucket(day.key).update(actions=[RateBucket.calls.add(-1)])
+    except PynamoDBException as error:
+        logger.warning("rate governor refund lost (%s)", _cause(error))
 
 
 def _unavailable(error: PynamoDBException) -> StorageUnavailable:

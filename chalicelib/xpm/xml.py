@@ -3,15 +3,19 @@
 Parsing (security-checklist F1/F2): a UTF-8-only lxml parser with every dangerous feature off,
 set explicitly, behind a pre-scan that refuses any ``<!DOCTYPE``/``<!ENTITY`` before libxml2
 sees it, and a post-parse check that no DTD or entity node survived. Xero never sends a DTD,
-so refusing one costs nothing. Building (F5): lxml element construction only, so all text is
-escaped by lxml; characters XML cannot carry are refused first with a 422 naming the field.
+so refusing one costs nothing. Long lists are read streaming (``parse_response_items``): the same
+parser settings and checks, but each listed item is handed to the caller when its end tag is
+parsed and then freed, so the whole tree never exists at once (a 10,000-client detailed list is
+~25 MB of XML, and libxml2's tree of it ~8x that).
+Building (F5): lxml element construction only, so all text is escaped by lxml; characters XML
+cannot carry are refused first with a 422 naming the field.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, TypeAlias
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias, TypeVar
 
 from lxml import etree
 
@@ -23,6 +27,8 @@ Element: TypeAlias = Any  # lxml.etree._Element (lxml ships no type stubs)
 XmlValue: TypeAlias = "str | Mapping[str, XmlValue] | list[Mapping[str, XmlValue]] | None"
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # the decoded cap of F3; callers may pass less
+_FEED_CHUNK = 64 * 1024  # bytes handed to the streaming parser at a time
+T = TypeVar("T")
 _MARKUP_DECLARATION = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
 # XML 1.0 cannot hold C0 controls other than TAB/LF/CR, surrogates, U+FFFE/U+FFFF; C1 controls
 # and DEL are legal but never meaningful in a client record, so they are refused too (F5).
@@ -53,35 +59,112 @@ def hardened_parser() -> Any:
     external *parameter* entity (``<!ENTITY % p SYSTEM "file:…"> %p;``), so a resolver that
     refuses every external resource is added (tests/unit/test_xpm_xml.py proves the difference).
     """
-    parser = etree.XMLParser(
-        encoding="utf-8",  # XPM sends UTF-8; forcing it keeps the byte pre-scan exact
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        dtd_validation=False,
-        huge_tree=False,
-        recover=False,
-        collect_ids=False,
-        remove_pis=True,
-    )
+    parser = etree.XMLParser(**_HARDENED)
+    parser.resolvers.add(_RefuseExternal())
+    return parser
+
+
+_HARDENED: dict[str, Any] = {
+    "encoding": "utf-8",  # XPM sends UTF-8; forcing it keeps the byte pre-scan exact
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "huge_tree": False,
+    "recover": False,
+    "collect_ids": False,
+    "remove_pis": True,
+}
+
+
+def hardened_pull_parser(tag: str) -> Any:
+    """``hardened_parser``'s settings and resolver on a feed parser reporting ``tag``'s end tags."""
+    parser = etree.XMLPullParser(events=("end",), tag=tag, **_HARDENED)
     parser.resolvers.add(_RefuseExternal())
     return parser
 
 
 def parse_xml(body: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Element:
     """The root element of an untrusted XML document, or XpmUnavailable (never a raw parser error)."""
-    if len(body) > max_bytes:
-        raise XpmUnavailable("oversized", "Xero Practice Manager sent a response larger than allowed.")
-    if _MARKUP_DECLARATION.search(body):
-        raise XpmUnavailable("dtd_forbidden", "Xero Practice Manager sent XML with a DTD; refused.")
+    _check_before_parsing(body, max_bytes)
     try:
         root = etree.fromstring(body, hardened_parser())
     except (etree.XMLSyntaxError, ValueError, ExternalResourceRefused) as exc:
-        raise XpmUnavailable("unparseable", "Xero Practice Manager sent a response that is not XML.") from exc
-    docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None or next(root.iter(etree.Entity), None) is not None:
-        raise XpmUnavailable("dtd_forbidden", "Xero Practice Manager sent XML with a DTD; refused.")
+        raise _unparseable() from exc
+    _check_parsed(root, root)
     return root
+
+
+def _check_before_parsing(body: bytes, max_bytes: int) -> None:
+    if len(body) > max_bytes:
+        raise XpmUnavailable("oversized", "Xero Practice Manager sent a response larger than allowed.")
+    if _MARKUP_DECLARATION.search(body):
+        raise _dtd_forbidden()
+
+
+def _check_parsed(root: Element, subtree: Element) -> None:
+    """No DTD on the document and no entity node in ``subtree`` (defence in depth: the pre-scan
+    and ``resolve_entities=False`` already keep both out)."""
+    docinfo = root.getroottree().docinfo
+    if (
+        docinfo.doctype
+        or docinfo.internalDTD is not None
+        or next(subtree.iter(etree.Entity), None) is not None
+    ):
+        raise _dtd_forbidden()
+
+
+def _dtd_forbidden() -> XpmUnavailable:
+    return XpmUnavailable("dtd_forbidden", "Xero Practice Manager sent XML with a DTD; refused.")
+
+
+def _unparseable() -> XpmUnavailable:
+    return XpmUnavailable("unparseable", "Xero Practice Manager sent a response that is not XML.")
+
+
+def parse_response_items(
+    body: bytes,
+    item_path: tuple[str, str],
+    each: Callable[[Element], T],
+    *,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+) -> tuple[Element, list[T]]:
+    """``parse_response``, streaming: ``each`` of every ``<Response><{container}><{item}>``
+    (``item_path`` = (container, item)), in order, and the root without those items.
+
+    The same size cap, pre-scan, parser settings and post-parse checks as ``parse_response``,
+    item by item: each item is checked for entity nodes, mapped, then cleared and unlinked, so
+    memory holds one item's tree plus what ``each`` returns. Items elsewhere in the document
+    (another depth or container) are left in the tree, as ``root.iterfind`` would skip them.
+    Check ``<Status>`` on the returned root before using the items.
+    """
+    _check_before_parsing(body, max_bytes)
+    container, item = item_path
+    parser = hardened_pull_parser(item)
+    results: list[T] = []
+    try:
+        for start in range(0, len(body), _FEED_CHUNK):
+            parser.feed(body[start : start + _FEED_CHUNK])
+            for _, element in parser.read_events():
+                parent = element.getparent()
+                if parent is None or parent.tag != container:
+                    continue
+                top = parent.getparent()
+                if top is None or top.getparent() is not None:
+                    continue
+                if next(element.iter(etree.Entity), None) is not None:
+                    raise _dtd_forbidden()
+                results.append(each(element))
+                element.clear()
+                while element.getprevious() is not None:  # earlier items, already mapped
+                    del parent[0]
+        root = parser.close()
+    except (etree.XMLSyntaxError, ValueError, ExternalResourceRefused) as exc:
+        raise _unparseable() from exc
+    _check_parsed(root, root)
+    if root.tag != "Response":
+        raise XpmUnavailable("unexpected_shape", "Xero Practice Manager sent an unexpected response.")
+    return root, results
 
 
 def parse_response(body: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Element:

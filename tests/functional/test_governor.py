@@ -30,6 +30,7 @@ from chalicelib.xpm.governor import (
     Permit,
     RateBucket,
     RateGovernor,
+    Window,
     governor_for,
     limits_from_env,
 )
@@ -311,15 +312,19 @@ def test_a_refused_call_consumes_no_other_budget(tables: str) -> None:
     assert refusal(governor, "tenant-b").problem == "appminute"  # its day and minute given back
 
     day, minute, app_minute = governor.windows("tenant-b", clock.now)
-    assert [stored_calls(w.key) for w in (day, minute, app_minute)] == [1, 1, 4]
+    assert [stored_calls(w) for w in (day, minute, app_minute)] == [1, 1, 4]
     day, minute, _ = governor.windows("tenant-a", clock.now)
-    assert [stored_calls(w.key) for w in (day, minute)] == [3, 3]
+    assert [stored_calls(w) for w in (day, minute)] == [3, 3]
     clock.advance(45)
     assert call(governor)["X-RateLimit-Day-Remaining"] == "46"
 
 
-def stored_calls(key: str) -> int:
-    return int(RateBucket.get(key, consistent_read=True).calls or 0)
+def stored_calls(window: Window) -> int:
+    """What the window's item holds for it (the tenant's minute shares the day's item)."""
+    item = RateBucket.get(window.key, consistent_read=True)
+    if window.problem == "minute" and item.minute != window.index:
+        return 0
+    return int(getattr(item, window.attribute) or 0)
 
 
 def test_storage_errors_become_503_without_aws_detail(
@@ -489,3 +494,31 @@ def test_a_burst_waits_briefly_for_a_slot_instead_of_failing(tables: str) -> Non
         assert permit.remaining()
     assert time.monotonic() - started >= 0.2
     thread.join()
+
+
+def test_app_leases_never_let_instances_exceed_the_app_minute_budget(tables: str) -> None:
+    """Each instance reserves app-minute units in leases of at most 1/100 of what is left (here
+    3, then 2, then 1): together they are admitted at most the budget, and lose at most their
+    unspent leases (two units each) to over-counting."""
+    clock = FakeClock(T0)
+    limits = {"per_minute": 1_000, "per_day": 100_000, "app_per_minute": 300, "concurrent": 50}
+    instances = [make_governor(clock, app_key="leased-app", **limits) for _ in range(3)]
+    admitted, refused = 0, set[int]()
+    for turn in range(1_000):
+        index = turn % len(instances)
+        if index in refused:
+            continue
+        try:
+            call(instances[index], f"tenant-{turn % 7}")
+            admitted += 1
+        except XpmRateLimited as refusal:
+            assert refusal.problem == "appminute"
+            refused.add(index)
+        if len(refused) == len(instances):
+            break
+    assert len(refused) == len(instances)
+    assert 300 - len(instances) * 2 <= admitted <= 300
+    assert stored_calls(instances[0].windows("tenant-0", clock.now)[2]) <= 300
+    clock.advance(45)  # a new minute: every instance is admitted again
+    for instance in instances:
+        call(instance, "tenant-0")
