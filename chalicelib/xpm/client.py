@@ -35,6 +35,7 @@ import requests
 import urllib3
 
 from chalicelib.oauth.xero_http import TIMEOUT, request
+from chalicelib.observability import record_metric
 from chalicelib.xpm import mapping
 from chalicelib.xpm.errors import (
     InvalidField,
@@ -313,6 +314,7 @@ class XpmClient:
         if status == 429:
             retry_after = _retry_after(response.headers.get("Retry-After"))
             problem = response.headers.get("X-Rate-Limit-Problem")
+            record_metric("Upstream429", service="xpm", problem=problem or "unknown")
             upstream_limited = getattr(permit, "upstream_limited", None)
             if callable(upstream_limited) and problem != "concurrent":
                 upstream_limited(retry_after, problem)

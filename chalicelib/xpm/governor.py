@@ -261,13 +261,17 @@ class RateGovernor:
         under contention most writers lose and retry; a slot write needs no read.
         """
         lease_id = secrets.token_hex(8)
-        deadline = time.monotonic() + self.limits.slot_wait_seconds
+        started = time.monotonic()
+        deadline = started + self.limits.slot_wait_seconds
         delay = 0.02
         while True:
             lease = self._try_slots(tenant_id, lease_id, now)
             if lease is not None:
+                if delay > 0.02:  # it had to wait for a slot: worth a data point
+                    _record_wait(time.monotonic() - started, "acquired")
                 return lease
             if time.monotonic() + delay > deadline:
+                _record_wait(time.monotonic() - started, "gave_up")
                 # The concurrent limit clears when any call in flight ends (xpm/errors.py).
                 raise XpmRateLimited(DEFAULT_RETRY_AFTER, "concurrent")
             time.sleep(delay + random.uniform(0, delay))  # noqa: S311 - jitter, not security
@@ -614,3 +618,10 @@ def _check_key_part(value: str) -> None:
     # "#" separates the parts of a bucket key; one inside an id could alias another tenant's.
     if not value or "#" in value:
         raise ValueError("app and tenant ids must be non-empty and contain no '#'")
+
+
+def _record_wait(seconds: float, outcome: str) -> None:
+    """How long a call waited for a concurrency slot (issue 7 metric ``GovernorWait``)."""
+    from chalicelib.observability import record_metric
+
+    record_metric("GovernorWait", round(seconds * 1000, 3), "Milliseconds", service="xpm", outcome=outcome)

@@ -6,6 +6,7 @@ injected clock, so windows and leases move only when a test says so.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -475,7 +476,9 @@ def test_no_sequence_of_calls_exceeds_any_limit(tables: str, steps: list[tuple[s
             assert oracle.live(tenant, clock.now) <= PROPERTY_LIMITS.concurrent
 
 
-def test_a_burst_waits_briefly_for_a_slot_instead_of_failing(tables: str) -> None:
+def test_a_burst_waits_briefly_for_a_slot_instead_of_failing(
+    tables: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     governor = make_governor(FakeClock(T0), concurrent=1, slot_wait_seconds=5)
     holding = threading.Event()
     release = threading.Event()
@@ -494,6 +497,9 @@ def test_a_burst_waits_briefly_for_a_slot_instead_of_failing(tables: str) -> Non
         assert permit.remaining()
     assert time.monotonic() - started >= 0.2
     thread.join()
+    waits = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"GovernorWait"' in line]
+    assert [(w["service"], w["outcome"]) for w in waits] == [("xpm", "acquired")]
+    assert waits[0]["GovernorWait"][0] >= 200
 
 
 def test_app_leases_never_let_instances_exceed_the_app_minute_budget(tables: str) -> None:

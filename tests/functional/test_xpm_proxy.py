@@ -314,12 +314,17 @@ def test_lost_permission_marks_the_connection_and_answers_409(connected: BrokerU
     ) == 1
 
 
-def test_xeros_429_is_passed_through_with_retry_after(connected: BrokerUnderTest) -> None:
+def test_xeros_429_is_passed_through_with_retry_after(
+    connected: BrokerUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
     arm_fault(connected.sandbox, "xpm", "rate_limit", retry_after=42, problem="minute")
+    capsys.readouterr()
     response = connected.signed("GET", "/v1/tenants/firm-1/xpm/clients?search=bloggs")
     assert response.status_code == 429
     assert response.json_body["code"] == "rate_limited"
     assert int(response.headers["Retry-After"]) >= 1
+    points = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"Upstream429"' in line]
+    assert [(p["service"], p["problem"], p["Upstream429"]) for p in points] == [("xpm", "minute", [1.0])]
 
 
 def test_xero_failures_are_502(connected: BrokerUnderTest) -> None:
