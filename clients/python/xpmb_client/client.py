@@ -244,10 +244,9 @@ class XpmBroker:
             page = self._json("GET", "/v1/events", params={"after": cursor, "limit": page_size})
             events: list[Event] = page.get("events") or []
             yield from events
-            following = page.get("next_after") or (events[-1]["id"] if events else None)
-            if not events or not page.get("has_more", bool(page.get("next_after"))):
+            if not page.get("has_more"):
                 return
-            cursor = following
+            cursor = page["next_after"]
 
     def redeliver_event(self, event_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._json("POST", f"/v1/events/{_segment(event_id)}/redeliver")
