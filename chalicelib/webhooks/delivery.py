@@ -153,7 +153,7 @@ def send(deliverer: Deliverer, event: Event, vendor: Vendor, attempt: int, now: 
         )
     except UnsafeUrl as unsafe:
         logger.warning("webhook URL of vendor %s refused at delivery: %s", vendor.vendor_id, unsafe.reason)
-        error = "dns" if "resolve" in unsafe.reason else "blocked"
+        error = "dns" if unsafe.unresolved else "blocked"
         return Response(Answer(None, error))
     response = post(
         checked, body, headers, limits=deliverer.limits, tls=deliverer.tls, connector=deliverer.connector
@@ -258,7 +258,7 @@ def _finish(
         *(_answer_actions(answer) if answer is not None else []),
     ]
     if status == "delivered":
-        actions += [Event.delivered_at.set(now), Event.failed_reason.remove(), Event.last_error.remove()]
+        actions += [Event.delivered_at.set(now), Event.failed_reason.remove()]
     else:
         actions += [Event.failed_at.set(now), Event.failed_reason.set(reason or status)]
     _update_event(event, actions, condition=Event.delivery_status == "pending")

@@ -73,9 +73,10 @@ _CANONICAL_OCTET = re.compile(r"^(0|[1-9][0-9]{0,2})$")
 class UnsafeUrl(Exception):
     """The URL may not be called: ``reason`` says why (safe to show to the vendor)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, unresolved: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.unresolved = unresolved  # the name did not resolve (may be transient), nothing refused
 
 
 @dataclass(frozen=True)
@@ -178,9 +179,9 @@ def resolve_target(target: Target, resolver: Resolver) -> tuple[IPAddress, ...]:
         try:
             names = resolver(target.host, target.port)
         except (OSError, UnicodeError) as exc:
-            raise UnsafeUrl("the host name does not resolve") from exc
+            raise UnsafeUrl("the host name does not resolve", unresolved=True) from exc
     if not names:
-        raise UnsafeUrl("the host name does not resolve")
+        raise UnsafeUrl("the host name does not resolve", unresolved=True)
     addresses: list[IPAddress] = []
     for name in names:
         try:
