@@ -27,8 +27,8 @@ from chalicelib.webhooks.retry import JITTER, MAX_ATTEMPTS, SCHEDULE
 from chalicelib.webhooks.ssrf import use_resolver
 from tests.functional.broker import BrokerUnderTest
 from tests.functional.webhook_helpers import (
-    Receiver,
     Received,
+    Receiver,
     Simulation,
     verifier_clock,
     verifies_with,
@@ -60,19 +60,16 @@ def attempt_rows(event: Event) -> list[DeliveryAttempt]:
 
 
 def sqs_records(local_aws: str, queue: str = "xpmb-local-webhooks") -> list[dict[str, Any]]:
+    """Receive what the queue holds, shaped as the Lambda event's records (as the pump does)."""
     from chalicelib.aws import aws_client
+    from xpmb.pump import _sqs_record
 
     sqs = aws_client("sqs")
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
         "Messages", []
     )
-    return [
-        {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"], "attributes": {},
-         "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs", "awsRegion": "us-east-1",
-         "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{queue}"}
-        for m in messages
-    ]  # fmt: skip
+    return [_sqs_record(m, f"arn:aws:sqs:us-east-1:123456789012:{queue}", "us-east-1") for m in messages]
 
 
 # -- the real path: commit → SQS → the app's worker → the receiver ------------------------------
