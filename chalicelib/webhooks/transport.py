@@ -113,6 +113,10 @@ def post(
         connection.request("POST", target.path, body=body, headers=request_headers)
         response = connection.getresponse()
         content, truncated = _read_capped(response, limits.max_response_bytes)
+        if time.monotonic() >= deadline - 0.05 or (not truncated and response.length):
+            # Cut off by the watchdog, or the peer closed before the body ended: the answer did
+            # not arrive whole within the limit, so it is no answer (success = 2xx within 15 s).
+            raise http.client.IncompleteRead(content)
         retry_after = parse_retry_after(response.getheader("Retry-After"), now())
         answer = Answer(response.status, None, retry_after)
         return Response(answer, content, truncated, str(address), time.monotonic() - started)
