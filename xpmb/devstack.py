@@ -204,6 +204,7 @@ class DevStack:
                 "XPMB_DEMO_VENDOR_ID": self.demo["vendor_id"],
                 "XPMB_DEMO_KEY_ID": self.demo["key_id"],
                 "XPMB_DEMO_KEY_SECRET": self.demo["key_secret"],
+                "XPMB_DEMO_WEBHOOK_SECRET": self.demo["webhook_secret"],
             }
         )
         broker_argv = [
