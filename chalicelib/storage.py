@@ -130,12 +130,23 @@ class BrokerTransaction(TransactWrite):
         return response
 
 
+_tx_connections: dict[tuple[str, str | None], Any] = {}
+
+
 def transaction() -> Any:
     """A PynamoDB ``TransactWrite`` on the configured region/endpoint (outbox writes, E9)."""
     from pynamodb.connection import Connection
 
     ensure_bound()
-    return BrokerTransaction(connection=Connection(region=get_settings().aws_region))
+    settings = get_settings()
+    key = (settings.aws_region, settings.aws_endpoint_url)
+    with _lock:
+        # One connection (and so one botocore client) per region/endpoint: building a client
+        # loads the service model, ~0.3 s of JSON parsing that would otherwise hit every commit.
+        connection = _tx_connections.get(key)
+        if connection is None:
+            connection = _tx_connections[key] = Connection(region=settings.aws_region)
+    return BrokerTransaction(connection=connection)
 
 
 def is_conditional_failure(exc: Exception) -> bool:

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import http.client
+import itertools
 import socket
 import ssl
 import threading
@@ -47,7 +49,63 @@ class Response:
 
 
 def open_tcp(address: tuple[str, int], timeout: float) -> socket.socket:
-    return socket.create_connection(address, timeout=timeout)
+    """A TCP connection to an IP address (no name lookup: the address was checked)."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass
+class _Watch:
+    deadline: float
+    active: list[socket.socket]
+    cancelled: bool = False
+
+
+class _Watchdog:
+    """One thread that shuts sockets whose total deadline passed (a Timer per POST would start
+    a thread per delivery, which costs more than the delivery's own work)."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, active: list[socket.socket]) -> _Watch:
+        entry = _Watch(deadline, active)
+        with self._ready:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="webhook-watchdog", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, (deadline, next(self._order), entry))
+            self._ready.notify()
+        return entry
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._heap:
+                    self._ready.wait()
+                deadline, _, entry = self._heap[0]
+                if entry.cancelled:
+                    heapq.heappop(self._heap)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    self._ready.wait(remaining)
+                    continue
+                heapq.heappop(self._heap)
+            _shutdown(entry.active)
+
+
+_watchdog = _Watchdog()
 
 
 _default_tls: ssl.SSLContext | None = None
@@ -95,9 +153,7 @@ def post(
         return Response(Answer(None, error), elapsed=time.monotonic() - started)
     raw.settimeout(max(0.01, deadline - time.monotonic()))
     active = [raw]  # the socket in use: the TLS wrapper takes over the raw socket's descriptor
-    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _shutdown, (active,))
-    watchdog.daemon = True
-    watchdog.start()
+    watch = _watchdog.watch(deadline, active)
     try:
         if target.scheme == "https":
             active[0] = (tls or default_tls_context()).wrap_socket(raw, server_hostname=target.host)
@@ -125,7 +181,7 @@ def post(
     except (TimeoutError, OSError, http.client.HTTPException, ValueError):
         error = "connection"
     finally:
-        watchdog.cancel()
+        watch.cancelled = True
         _close(active[0])
     if time.monotonic() >= deadline - 0.05:
         error = "timeout"  # whatever broke, it broke because the watchdog closed the socket
