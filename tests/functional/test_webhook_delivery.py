@@ -232,6 +232,21 @@ def test_retries_follow_the_schedule_with_jitter_then_dead_letter_and_disable(
     assert vendor.webhook_disabled_at == pytest.approx(starts[-1])
     assert sim.deliverer.counts["WebhookEndpointDisabled"] == 1
     assert sim.deliverer.counts["WebhookDeliveryFailed"] == MAX_ATTEMPTS
+    # What the vendor sees through the API: a disabled endpoint, a dead-lettered event.
+    shown = json.loads(broker.signed("GET", "/v1/webhook-endpoint").body)
+    assert (shown["status"], shown["disabled_reason"]) == ("disabled", "failing_for_retry_window")
+    (logged,) = json.loads(broker.signed("GET", "/v1/events").body)["events"]
+    assert logged["delivery"] | {"last_attempt_at": None, "failed_at": None} == {
+        "status": "failed",
+        "attempts": MAX_ATTEMPTS,
+        "last_attempt_at": None,
+        "last_response_status": 500,
+        "last_error": None,
+        "next_attempt_at": None,
+        "delivered_at": None,
+        "failed_at": None,
+        "failed_reason": "exhausted",
+    }
     # Later events are dead-lettered without a POST while disabled.
     (later,) = write_events(broker.vendor.vendor_id, 1, sim.now)
     with verifier_clock(lambda: sim.now):
