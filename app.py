@@ -11,12 +11,14 @@ from chalicelib.observability import observe_event
 from chalicelib.tenants.routes import bp as vendor_api
 from chalicelib.web import http
 from chalicelib.web.routes import bp as web_routes
+from chalicelib.webhooks.routes import bp as webhook_api
 from chalicelib.xpm.routes import bp as xpm_api
 
 app = Chalice(app_name="xpm-broker")
 app.register_blueprint(web_routes)
 app.register_blueprint(vendor_api)
 app.register_blueprint(xpm_api)
+app.register_blueprint(webhook_api)
 http.install(app)
 app.register_middleware(observe_event, "all")
 
@@ -43,3 +45,19 @@ def rotation_worker(event: Any) -> dict[str, Any]:
     from chalicelib.oauth.rotation import handle_rotation_messages
 
     return handle_rotation_messages(event.to_dict(), event.context)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def webhook_dispatcher(event: Any) -> dict[str, Any]:
+    """Queue every webhook attempt that is due (the outbox safety net, issue 6)."""
+    from chalicelib.webhooks.delivery import run_dispatcher
+
+    return run_dispatcher(event.to_dict(), event.context)
+
+
+@app.on_sqs_message(queue=queue_name_for_handlers("webhooks"), batch_size=5)
+def webhook_worker(event: Any) -> dict[str, Any]:
+    """One signed delivery attempt per message (partial batch failures reported)."""
+    from chalicelib.webhooks.delivery import handle_delivery_messages
+
+    return handle_delivery_messages(event.to_dict(), event.context)

@@ -513,6 +513,193 @@ def _with_common_errors(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
+def _webhook_paths() -> dict[str, Any]:
+    endpoint = {"200": _json_response("The endpoint (never its secret).", _ref("WebhookEndpoint"))}
+    event_id = {"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/v1/webhook-endpoint": {
+            "put": {
+                "operationId": "putWebhookEndpoint",
+                "summary": "Set where webhooks go and which types; re-enables a disabled endpoint",
+                "description": (
+                    "The URL must be https on port 443 or 8443 and every address its host resolves to "
+                    "must be public (invalid_url otherwise). See docs/webhooks.md."
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("WebhookEndpointInput")}},
+                },
+                "responses": {**endpoint, **_signed_errors()},
+            },
+            "get": {
+                "operationId": "getWebhookEndpoint",
+                "summary": "The endpoint: URL, event types, status, secret rotation state",
+                "responses": {**endpoint, **_signed_errors()},
+            },
+        },
+        "/v1/webhook-endpoint/secret:rotate": {
+            "post": {
+                "operationId": "rotateWebhookSecret",
+                "summary": "A new signing secret (shown once); the old one signs too for 24 hours",
+                "responses": {
+                    "200": _json_response("The new secret and the endpoint.", _ref("RotatedWebhookSecret")),
+                    "409": _problem_response("rotation_in_progress: rotated concurrently; read and retry."),
+                    **_signed_errors(),
+                },
+            }
+        },
+        "/v1/events": {
+            "get": {
+                "operationId": "listEvents",
+                "summary": "The durable event log, oldest first, with each event's delivery status",
+                "parameters": [
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "description": "Only events after this event id (the previous page's next_after).",
+                        "schema": {"type": "string", "pattern": "^evt_[0-9]{13}[0-9a-f]{10}$"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                    },
+                ],
+                "responses": {
+                    "200": _json_response("A page of events.", _ref("EventPage")),
+                    **_signed_errors(),
+                },
+            }
+        },
+        "/v1/events/{event_id}/redeliver": {
+            "post": {
+                "operationId": "redeliverEvent",
+                "summary": "Deliver one event again: a new round of attempts, signed with the current secret",
+                "parameters": [event_id],
+                "responses": {
+                    "202": _json_response("Queued.", _ref("Event")),
+                    "404": _problem_response("event_not_found (also another vendor's event)."),
+                    "409": _problem_response(
+                        "webhook_endpoint_not_configured, webhook_endpoint_disabled or "
+                        "event_delivery_in_progress."
+                    ),
+                    **{k: v for k, v in _signed_errors().items() if k != "404"},
+                },
+            }
+        },
+        "/demo/webhooks": {
+            "post": {
+                "operationId": "demoWebhookReceiver",
+                "summary": "Local stack only: the demo vendor's receiver (verifies Standard Webhooks)",
+                "security": [],
+                "responses": {
+                    "204": {"description": "Verified and stored."},
+                    "401": _problem_response("The signature does not verify."),
+                    "404": _problem_response("Not on the local stack."),
+                },
+            },
+            "get": {
+                "operationId": "demoWebhooksReceived",
+                "summary": "Local stack only: the webhooks the demo vendor received (the demo page polls it)",
+                "security": [],
+                "responses": {
+                    "200": _json_response("Received events, newest first.", {"type": "object"}),
+                    "404": _problem_response("Not on the local stack."),
+                },
+            },
+        },
+    }
+
+
+def _webhook_schemas() -> dict[str, Any]:
+    iso = {"type": ["string", "null"], "format": "date-time"}
+    from chalicelib.webhooks.models import DELIVERY_STATUSES, EVENT_TYPES
+
+    types = {"type": "string", "enum": sorted(EVENT_TYPES)}
+    return {
+        "WebhookEndpointInput": {
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": False,
+            "properties": {
+                "url": {"type": "string", "format": "uri", "maxLength": 2048},
+                "event_types": {
+                    "type": "array",
+                    "items": types,
+                    "minItems": 1,
+                    "description": "Default: all.",
+                },
+            },
+        },
+        "WebhookEndpoint": {
+            "type": "object",
+            "required": ["url", "event_types", "status", "secret_rotation"],
+            "properties": {
+                "url": {"type": ["string", "null"]},
+                "event_types": {"type": "array", "items": types},
+                "status": {"type": "string", "enum": ["active", "disabled", "not_configured"]},
+                "disabled_at": iso,
+                "disabled_reason": {
+                    "type": ["string", "null"],
+                    "description": "gone (the endpoint answered 410) or failing_for_retry_window.",
+                },
+                "failing_since": iso,
+                "secret_rotation": {
+                    "type": "object",
+                    "properties": {
+                        "rotated_at": iso,
+                        "previous_secret_active": {"type": "boolean"},
+                        "previous_secret_expires_at": iso,
+                    },
+                },
+            },
+        },
+        "RotatedWebhookSecret": {
+            "allOf": [
+                _ref("WebhookEndpoint"),
+                {
+                    "type": "object",
+                    "required": ["secret"],
+                    "properties": {"secret": {"type": "string", "pattern": "^whsec_"}},
+                },
+            ]
+        },
+        "Event": {
+            "type": "object",
+            "required": ["id", "type", "timestamp", "data", "delivery"],
+            "properties": {
+                "id": {"type": "string", "description": "Also the webhook-id header: dedupe on it."},
+                "type": types,
+                "timestamp": {"type": "string", "format": "date-time"},
+                "data": {"type": "object"},
+                "delivery": {
+                    "type": "object",
+                    "properties": {
+                        "status": {"type": "string", "enum": list(DELIVERY_STATUSES)},
+                        "attempts": {"type": "integer"},
+                        "last_attempt_at": iso,
+                        "last_response_status": {"type": ["integer", "null"]},
+                        "last_error": {"type": ["string", "null"]},
+                        "next_attempt_at": iso,
+                        "delivered_at": iso,
+                        "failed_at": iso,
+                        "failed_reason": {"type": ["string", "null"]},
+                    },
+                },
+            },
+        },
+        "EventPage": {
+            "type": "object",
+            "required": ["events", "has_more", "next_after"],
+            "properties": {
+                "events": {"type": "array", "items": _ref("Event")},
+                "has_more": {"type": "boolean"},
+                "next_after": {"type": ["string", "null"]},
+            },
+        },
+    }
+
+
 def build_document(settings: Settings) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -551,10 +738,11 @@ def build_document(settings: Settings) -> dict[str, Any]:
                 **_vendor_paths(),
                 **_xpm_paths(),
                 **_browser_paths(),
+                **_webhook_paths(),
             }
         ),
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_webhook_schemas()},
             "securitySchemes": {
                 "httpMessageSignature": {
                     "type": "apiKey",

@@ -119,12 +119,26 @@ TABLES: tuple[TableDef, ...] = (
     TableDef("oauth_states", Key("state"), ttl_attribute="expires_at_ttl", purpose="one-time state"),
     TableDef("request_nonces", Key("nonce_key"), ttl_attribute="expires_at_ttl", purpose="replay guard"),
     TableDef("audit", Key("vendor_id"), Key("audit_id"), purpose="append-only audit trail"),
-    TableDef("events", Key("vendor_id"), Key("event_id"), purpose="event outbox and durable event log"),
+    TableDef(
+        "events",
+        Key("vendor_id"),
+        Key("event_id"),
+        # Sparse: only events waiting for a delivery attempt carry the keys (webhooks/dispatch.py).
+        indexes=(Index("by_dispatch", Key("delivery_shard"), Key("dispatch_at", "N")),),
+        purpose="event outbox and durable event log",
+    ),
     TableDef("idempotency", Key("id"), ttl_attribute="expiration", purpose="Idempotency-Key records"),
     TableDef("rate_limits", Key("bucket"), ttl_attribute="expires_at_ttl", purpose="rate governor"),
     TableDef("pushes", Key("push_id"), ttl_attribute="expires_at_ttl", purpose="push jobs"),
     TableDef(
         "client_snapshots", Key("tenant_key"), Key("client_uuid"), purpose="synced XPM client fingerprints"
+    ),
+    TableDef(
+        "webhook_attempts",
+        Key("event_key"),
+        Key("attempt", "N"),
+        ttl_attribute="expires_at_ttl",
+        purpose="webhook delivery attempts, one per event x attempt number (E6)",
     ),
 )
 

@@ -8,17 +8,21 @@ table from ``chalicelib.resources`` and are bound to the current Settings lazily
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, ClassVar, TypeVar
 
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
+from pynamodb.transactions import TransactWrite
 
 from chalicelib.config import Settings, get_settings
 from chalicelib.errors import BrokerError
 
+logger = logging.getLogger("xpmb.storage")
 _models: list[type[BrokerModel]] = []
 _lock = threading.Lock()
 
@@ -43,6 +47,10 @@ class BrokerModel(Model):
         super().__init_subclass__(**kwargs)
         if cls.logical_table:
             _models.append(cls)
+
+    @classmethod
+    def after_commit(cls, saved: Sequence[BrokerModel]) -> None:
+        """Called with the items of this class a ``transaction()`` put, once it has committed."""
 
     @classmethod
     def _get_connection(cls) -> Any:
@@ -96,13 +104,49 @@ class StorageUnavailable(BrokerError):
         )
 
 
+class BrokerTransaction(TransactWrite):
+    """``TransactWrite`` that tells each model class, after the commit, which of its items it put
+    (the event outbox queues their first delivery then; a failed commit tells nobody)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._saved: list[BrokerModel] = []
+
+    def save(self, model: Any, condition: Any = None, return_values: str | None = None) -> None:
+        super().save(model, condition=condition, return_values=return_values)
+        if isinstance(model, BrokerModel):
+            self._saved.append(model)
+
+    def _commit(self) -> Any:
+        response = super()._commit()
+        by_class: dict[type[BrokerModel], list[BrokerModel]] = {}
+        for model in self._saved:
+            by_class.setdefault(type(model), []).append(model)
+        for model_class, items in by_class.items():
+            try:
+                model_class.after_commit(items)
+            except Exception:  # the change is committed: a hook must never turn it into an error
+                logger.warning("after-commit hook of %s failed", model_class.__name__, exc_info=True)
+        return response
+
+
+_tx_connections: dict[tuple[str, str | None], Any] = {}
+
+
 def transaction() -> Any:
     """A PynamoDB ``TransactWrite`` on the configured region/endpoint (outbox writes, E9)."""
     from pynamodb.connection import Connection
-    from pynamodb.transactions import TransactWrite
 
     ensure_bound()
-    return TransactWrite(connection=Connection(region=get_settings().aws_region))
+    settings = get_settings()
+    key = (settings.aws_region, settings.aws_endpoint_url)
+    with _lock:
+        # One connection (and so one botocore client) per region/endpoint: building a client
+        # loads the service model, ~0.3 s of JSON parsing that would otherwise hit every commit.
+        connection = _tx_connections.get(key)
+        if connection is None:
+            connection = _tx_connections[key] = Connection(region=settings.aws_region)
+    return BrokerTransaction(connection=connection)
 
 
 def is_conditional_failure(exc: Exception) -> bool:

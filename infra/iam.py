@@ -73,7 +73,8 @@ class Needs:
 FUNCTIONS: dict[str, Needs] = {
     "api_handler": Needs(
         tables={
-            "vendors": "read",
+            "vendors": "write",
+            "webhook_attempts": "read",
             "vendor_keys": "read",
             "grants": "write",
             "connections": "write",
@@ -87,7 +88,7 @@ FUNCTIONS: dict[str, Needs] = {
             "pushes": "write",
         },
         indexes=("connections/by_grant",),
-        sends=("pushes",),
+        sends=("pushes", "webhooks"),
         kms="encrypt",
     ),
     "push_worker": Needs(
@@ -101,13 +102,14 @@ FUNCTIONS: dict[str, Needs] = {
             "pushes": "write",
         },
         indexes=("connections/by_grant",),
+        sends=("webhooks",),
         consumes="pushes",
         kms="encrypt",
     ),
     "rotation_planner": Needs(
         tables={"grants": "write", "connections": "read", "events": "write"},
         indexes=("grants/by_next_rotation", "connections/by_grant"),
-        sends=("rotation",),
+        sends=("rotation", "webhooks"),
     ),
     "rotation_worker": Needs(
         tables={
@@ -118,8 +120,20 @@ FUNCTIONS: dict[str, Needs] = {
             "events": "write",
         },
         indexes=("connections/by_grant",),
+        sends=("webhooks",),
         consumes="rotation",
         kms="encrypt",
+    ),
+    "webhook_dispatcher": Needs(
+        tables={"events": "write"},
+        indexes=("events/by_dispatch",),
+        sends=("webhooks",),
+    ),
+    "webhook_worker": Needs(
+        tables={"vendors": "write", "events": "write", "webhook_attempts": "write", "audit": "write"},
+        sends=("webhooks",),
+        consumes="webhooks",
+        kms="decrypt",
     ),
 }
 

@@ -206,6 +206,7 @@ class DevStack:
                 "XPMB_DEMO_VENDOR_ID": self.demo["vendor_id"],
                 "XPMB_DEMO_KEY_ID": self.demo["key_id"],
                 "XPMB_DEMO_KEY_SECRET": self.demo["key_secret"],
+                "XPMB_DEMO_WEBHOOK_SECRET": self.demo["webhook_secret"],
             }
         )
         broker_argv = [
@@ -274,9 +275,10 @@ class DevStack:
         lines.append("  pump          drives the app's schedules and SQS queues")
         lines.append("")
         lines.append(f"Demo vendor page: {broker}/demo   (connect, reconnect, disconnect in a browser)")
-        lines.append(f"  vendor_id   {self.demo['vendor_id']}")
-        lines.append(f"  key_id      {self.demo['key_id']}")
-        lines.append(f"  key_secret  {self.demo['key_secret']}")
+        lines.append(f"  vendor_id       {self.demo['vendor_id']}")
+        lines.append(f"  key_id          {self.demo['key_id']}")
+        lines.append(f"  key_secret      {self.demo['key_secret']}")
+        lines.append(f"  webhook_secret  {self.demo['webhook_secret']}")
         lines.append("Signed request example (copy-paste):")
         key_id, secret = self.demo["key_id"], self.demo["key_secret"]
         lines.append(

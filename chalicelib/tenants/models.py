@@ -31,6 +31,14 @@ class Vendor(BrokerModel):
     # per change of state, oauth/rotation.py); cleared by the next successful refresh.
     xero_app_misconfigured_at = NumberAttribute(null=True)
     created_at = NumberAttribute()
+    # The webhook endpoint (chalicelib/webhooks/endpoint.py): the URL and secret above, plus
+    webhook_event_types = ListAttribute(of=UnicodeAttribute, null=True)  # None: every type
+    webhook_disabled_at = NumberAttribute(null=True)  # set: disabled (410, or failing too long)
+    webhook_disabled_reason = UnicodeAttribute(null=True)
+    webhook_failing_since = NumberAttribute(null=True)  # first failure since the last success
+    webhook_previous_secret_ct = UnicodeAttribute(null=True)  # still signs during the grace period
+    webhook_previous_secret_expires_at = NumberAttribute(null=True)
+    webhook_secret_rotated_at = NumberAttribute(null=True)
 
 
 class KeysByVendor(GlobalSecondaryIndex["VendorKey"]):

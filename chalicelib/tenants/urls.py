@@ -2,16 +2,19 @@
 
 Return URLs are later matched by exact string comparison (checklist A5), so they are stored
 exactly as given after these checks: https (http only for loopback on the local stage), no
-userinfo, no fragment, an explicit host.
+userinfo, no fragment, an explicit host. The broker never calls a return URL (the browser does).
+
+A webhook URL is one the broker *will* call, so it goes through the one SSRF guard
+(``chalicelib.webhooks.ssrf``: public addresses only, port 443/8443, no odd IP spellings), at
+registration here and again before every delivery.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from chalicelib.errors import BrokerError
+from chalicelib.webhooks.ssrf import LOOPBACK_HOSTS, UnsafeUrl, check_url, http_allowed, split_url
 
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+__all__ = ["LOOPBACK_HOSTS", "check_registered_url", "check_webhook_url", "invalid_url"]
 
 
 def invalid_url(field: str, detail: str) -> BrokerError:
@@ -19,17 +22,19 @@ def invalid_url(field: str, detail: str) -> BrokerError:
 
 
 def check_registered_url(url: str, field: str, *, local_stage: bool) -> str:
-    if not isinstance(url, str) or not url or len(url) > 2048 or url != url.strip():
-        raise invalid_url(field, "must be a non-empty URL of at most 2048 characters")
-    if any(ch in url for ch in "\\\r\n\t "):
-        raise invalid_url(field, "must not contain spaces, control characters or backslashes")
-    parts = urlsplit(url)
-    if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise invalid_url(field, "must be an absolute https URL")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise invalid_url(field, "must not contain user information")
-    if parts.fragment or url.endswith("#"):
-        raise invalid_url(field, "must not contain a fragment")
-    if parts.scheme == "http" and not (local_stage and parts.hostname in LOOPBACK_HOSTS):
+    try:
+        parts = split_url(url)
+    except UnsafeUrl as unsafe:
+        raise invalid_url(field, unsafe.reason) from unsafe
+    if parts.scheme == "http" and not http_allowed(parts, local_stage=local_stage):
         raise invalid_url(field, "must use https (http is allowed only for loopback on the local stage)")
+    return url
+
+
+def check_webhook_url(url: str, field: str = "url", *, local_stage: bool) -> str:
+    """A URL the broker may POST webhooks to (resolves the host: every address must be public)."""
+    try:
+        check_url(url, local_stage=local_stage)
+    except UnsafeUrl as unsafe:
+        raise invalid_url(field, unsafe.reason) from unsafe
     return url

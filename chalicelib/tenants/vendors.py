@@ -16,7 +16,7 @@ from chalicelib.crypto import get_cipher, record_context
 from chalicelib.errors import BrokerError
 from chalicelib.storage import find, new_id
 from chalicelib.tenants.models import Connection, Vendor, VendorKey
-from chalicelib.tenants.urls import check_registered_url
+from chalicelib.tenants.urls import check_registered_url, check_webhook_url
 
 MAX_ACTIVE_KEYS = 2
 
@@ -76,7 +76,7 @@ def create_vendor(
         raise BrokerError("invalid_vendor", 422, "Invalid vendor", "at least one return URL is required")
     urls = [check_registered_url(u, "return_url", local_stage=settings.is_local) for u in return_urls]
     if webhook_url is not None:
-        check_registered_url(webhook_url, "webhook_url", local_stage=settings.is_local)
+        check_webhook_url(webhook_url, "webhook_url", local_stage=settings.is_local)
     cipher = get_cipher()
     vendor_id = new_id("v")
     webhook_secret = new_webhook_secret()

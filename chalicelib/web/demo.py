@@ -93,7 +93,12 @@ def page(vendor: DemoVendor, query: dict[str, str], nonce: str = "") -> str:
     return render(
         "demo",
         title="Demo vendor",
-        raw={"banner": _banner(query), "actions": "\n".join(actions), "tools": tools},
+        raw={
+            "banner": _banner(query),
+            "actions": "\n".join(actions),
+            "tools": tools,
+            "webhooks": render_fragment("demo_webhooks", nonce=nonce),
+        },
         vendor_name=vendor.name,
         tenant_ref=DEMO_TENANT,
         status=status,

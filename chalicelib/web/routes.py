@@ -181,3 +181,21 @@ def demo_action(action: str) -> Response:
     else:
         return problem_page(PageProblem(404, "not_found", "Not found", "No such demo action."))
     return Response(body="", status_code=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+@bp.route("/demo/webhooks", methods=["POST"])
+def demo_webhook_receiver() -> Response:
+    """The demo vendor's webhook endpoint (local stack only): verify, dedupe, keep for the page."""
+    from chalicelib.web import demo_inbox
+
+    request = bp.current_request
+    raw = request.raw_body or b""
+    demo_inbox.receive(raw if isinstance(raw, bytes) else raw.encode(), dict(request.headers))
+    return Response(body="", status_code=204)
+
+
+@bp.route("/demo/webhooks", methods=["GET"])
+def demo_webhooks_received() -> Response:
+    from chalicelib.web import demo_inbox
+
+    return Response(body=demo_inbox.received(), status_code=200, headers={"Cache-Control": "no-store"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from playwright.sync_api import expect
 
@@ -34,6 +36,8 @@ def test_connect_reconnect_disconnect_in_a_browser(stack: RunningStack) -> None:
         assert "Connected to Xero Practice Manager" in page.inner_text("#banner")
         assert page.inner_text("#connection-status") == "active"
         assert page.inner_text("#practice-name").startswith("Bloggs")
+        # The broker's signed webhook reaches the demo vendor's receiver; the page lists it live.
+        expect(webhook(page, "connection.created")).to_be_visible(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "demo-connected.png"))
 
         # Typeahead from the third letter, then a client's detail.
@@ -61,6 +65,7 @@ def test_connect_reconnect_disconnect_in_a_browser(stack: RunningStack) -> None:
         assert page.locator("#push-records tr").count() == 3
         page.screenshot(path=str(ARTIFACTS / "demo-push.png"))
         page.goto(f"{stack.broker_url}/demo")
+        expect(webhook(page, "push.completed")).to_be_visible(timeout=60_000)
 
         page.click("#reconnect")
         page.wait_for_url(f"{stack.broker_url}/connect/*")
@@ -74,7 +79,13 @@ def test_connect_reconnect_disconnect_in_a_browser(stack: RunningStack) -> None:
         page.click("#disconnect")
         page.wait_for_url(f"{stack.broker_url}/demo")
         assert page.inner_text("#connection-status") == "revoked"
+        expect(webhook(page, "connection.revoked")).to_be_visible(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "demo-disconnected.png"))
+
+
+def webhook(page: Any, event_type: str) -> Any:
+    """The demo page's entry for a received (and verified) webhook of ``event_type``."""
+    return page.locator(f'#webhooks li.webhook[data-type="{event_type}"]').first
 
 
 def test_staff_without_permission_see_what_to_ask_for(stack: RunningStack) -> None:

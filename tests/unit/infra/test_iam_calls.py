@@ -10,7 +10,10 @@ checked against that function's generated policy: action, resource and KMS encry
 from __future__ import annotations
 
 import json
+import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -60,6 +63,32 @@ def _api_journeys(broker: BrokerUnderTest) -> None:
     _signed_ok(broker, "GET", f"/v1/tenants/firm-1/xpm/pushes/{accepted['push_id']}")
 
 
+def _webhook_journeys(broker: BrokerUnderTest, receiver_url: str) -> None:
+    _signed_ok(broker, "PUT", "/v1/webhook-endpoint", json_body={"url": receiver_url})
+    _signed_ok(broker, "GET", "/v1/webhook-endpoint")
+    _signed_ok(broker, "POST", "/v1/webhook-endpoint/secret:rotate")
+    events = _signed_ok(broker, "GET", "/v1/events?limit=5")["events"]
+    _signed_ok(broker, "POST", f"/v1/events/{events[0]['id']}/redeliver")
+
+
+class _Accepting(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def receiver_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Accepting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    server.shutdown()
+
+
 def _drain(pump: Pump) -> int:
     total = 0
     while handled := pump.deliver_sqs_once(wait_seconds=0):
@@ -68,7 +97,7 @@ def _drain(pump: Pump) -> int:
 
 
 @pytest.fixture
-def recorded(broker: BrokerUnderTest, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+def recorded(broker: BrokerUnderTest, monkeypatch: pytest.MonkeyPatch, receiver_url: str) -> Recorder:
     from app import app
 
     for name, handler in list(app.handler_map.items()):
@@ -77,12 +106,15 @@ def recorded(broker: BrokerUnderTest, monkeypatch: pytest.MonkeyPatch) -> Record
     with recording(get_settings()) as recorder:
         with acting_as("api_handler"):
             _api_journeys(broker)
-        assert _drain(pump) >= 1  # the push
+            _webhook_journeys(broker, receiver_url)
+        assert _drain(pump) >= 1  # the push and the webhooks
+        assert "webhook_dispatcher" in pump.fire_due_schedules(force=True)
+        _drain(pump)
 
         grant_id = Connection.get(broker.vendor.vendor_id, "firm-1").grant_id
         make_due(grant_id)
-        assert pump.fire_due_schedules(force=True) == ["rotation_planner"]
-        assert _drain(pump) == 1
+        assert "rotation_planner" in pump.fire_due_schedules(force=True)
+        assert _drain(pump) >= 1
         assert Grant.get(grant_id, consistent_read=True).next_rotation_at > 0
 
         # invalid_client: the worker flags the vendor (a vendors write) and tells it once.
@@ -116,3 +148,5 @@ def test_every_call_a_function_makes_is_allowed_by_its_policy(recorded: Recorder
     assert {"kms:GenerateDataKey", "kms:Decrypt", "dynamodb:PutItem"} <= seen["api_handler"]
     assert {"sqs:SendMessage", "dynamodb:Query"} <= seen["rotation_planner"]
     assert "kms:Decrypt" in seen["rotation_worker"] and "kms:Decrypt" in seen["push_worker"]
+    assert {"kms:Decrypt", "dynamodb:PutItem"} <= seen["webhook_worker"]
+    assert "dynamodb:Query" in seen["webhook_dispatcher"]
