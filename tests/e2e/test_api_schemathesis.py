@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 SIGNATURE_HEADERS = ("Signature", "Signature-Input", "Content-Digest", "Date")
 
 
-@schemathesis.auth()
+@schemathesis.auth().apply_to(path_regex=r"^/v1/")  # the browser and demo paths are unsigned
 class VendorSignature:
     """The signing hook: sign the request exactly as it will be sent (RFC 9421, fresh nonce)."""
 
