@@ -305,6 +305,20 @@ class RateGovernor:
         until, problem = max(reasons)
         return XpmRateLimited(_seconds_until(until, now), problem)
 
+    def count_app_call(self) -> None:
+        """Count one tenantless call (``GET /connections``, §1.8) in the app-minute window only,
+        or raise 429 ``appminute`` (window full, or blocked after Xero's 429). Additive, for the
+        rotation worker (oauth/pacing.py): no tenant slot or tenant window is involved."""
+        now = self._clock()
+        window = self.windows("-", now)[2]
+        calls = _conditional_update(
+            window.key,
+            [RateBucket.calls.add(1), RateBucket.expires_at_ttl.set(_window_ttl(window))],
+            _has_room(window.limit, now),
+        )
+        if calls is None:
+            raise self._refusal(window, now)
+
     # -- what Xero says ---------------------------------------------------------------------
 
     def tighten(self, tenant_id: str, headers: Mapping[str, str], counted: dict[str, int]) -> None:
