@@ -209,6 +209,7 @@ def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
     deadline = time.monotonic() + _budget.get()
     sealed: str | None = None
     failure: Exception | None = None
+    failed_writes = 0
     for attempt in itertools.count(1):
         try:
             sealed = sealed or seal_tokens(grant, tokens)
@@ -221,9 +222,14 @@ def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
                 logger.warning("refresh fence lost for %s; keeping the stored token set", grant.grant_id)
                 return int(load_grant(grant.grant_id).version)
             failure = exc
+            failed_writes += 1
         except KeyServiceUnavailable as exc:
             failure = exc
-        if attempt >= WRITE_ATTEMPTS and sealed is not None and _secure(grant, owner, sealed, issued_at):
+        if (
+            failed_writes >= WRITE_ATTEMPTS
+            and sealed is not None
+            and _secure(grant, owner, sealed, issued_at)
+        ):
             raise StorageUnavailable() from failure
         pause = random.uniform(0, min(MAX_PAUSE, 0.1 * 2**attempt))  # noqa: S311 - jitter
         if time.monotonic() + pause > deadline:
