@@ -84,7 +84,7 @@ def _handler(faults: AwsFaults) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: object) -> None:
             return
 
         def _relay(self) -> None:
@@ -93,7 +93,9 @@ def _handler(faults: AwsFaults) -> type[BaseHTTPRequestHandler]:
             operation = self.headers.get("X-Amz-Target", "")
             rule = faults._take(operation, body) if operation else None
             if rule is not None:
-                payload = json.dumps({"__type": rule.error, "message": "injected by tests/aws_faults"}).encode()
+                payload = json.dumps(
+                    {"__type": rule.error, "message": "injected by tests/aws_faults"}
+                ).encode()
                 self.send_response(rule.status)
                 self.send_header("Content-Type", "application/x-amz-json-1.0")
                 self.send_header("x-amzn-RequestId", "injected-fault")

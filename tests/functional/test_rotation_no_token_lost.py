@@ -127,7 +127,9 @@ def test_when_write_and_parking_fail_the_pair_goes_to_the_rescue_queue_sealed(
     assert Grant.get(grant.grant_id, consistent_read=True).version == grant.version + 1
 
 
-def test_a_rescue_message_overtaken_by_a_newer_refresh_is_dropped(broker: BrokerUnderTest, aws: AwsFaults) -> None:
+def test_a_rescue_message_overtaken_by_a_newer_refresh_is_dropped(
+    broker: BrokerUnderTest, aws: AwsFaults
+) -> None:
     grant = _due_grant(broker)
     aws.arm(UPDATE, "AccessDeniedException", count=1000, body_contains=TOKEN_WRITE)
     with persistence_budget(0.5), pytest.raises(StorageUnavailable):
