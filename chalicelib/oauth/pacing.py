@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.storage import StorageUnavailable, is_conditional_failure, ttl_at
+from chalicelib.tenants.models import Vendor
 from chalicelib.xpm.errors import XpmRateLimited
 from chalicelib.xpm.governor import RateBucket, governor_for
 
@@ -109,19 +110,25 @@ def _wait(seconds: float, deadline: float, sleep: Callable[[float], None]) -> fl
     return seconds
 
 
-_client_ids: dict[str, tuple[str, float]] = {}
-_client_ids_lock = threading.Lock()
+_vendors: dict[str, tuple[Vendor, float]] = {}
+_vendors_lock = threading.Lock()
 
 
-def xero_app_key(vendor_id: str) -> str:
-    """The vendor's Xero client id (the app the limits belong to), cached for a few minutes."""
+def cached_vendor(vendor_id: str) -> Vendor:
+    """The vendor as read at most a few minutes ago: its Xero client id (the app the limits
+    belong to) and whether its app was flagged misconfigured. Never used for the secret."""
     from chalicelib.tenants.vendors import get_vendor
 
-    with _client_ids_lock:
-        cached = _client_ids.get(vendor_id)
+    with _vendors_lock:
+        cached = _vendors.get(vendor_id)
     if cached is not None and time.monotonic() - cached[1] < _VENDOR_CACHE_SECONDS:
         return cached[0]
-    client_id = get_vendor(vendor_id).xero_client_id
-    with _client_ids_lock:
-        _client_ids[vendor_id] = (client_id, time.monotonic())
-    return client_id
+    vendor = get_vendor(vendor_id)
+    with _vendors_lock:
+        _vendors[vendor_id] = (vendor, time.monotonic())
+    return vendor
+
+
+def forget_vendor(vendor_id: str) -> None:
+    with _vendors_lock:
+        _vendors.pop(vendor_id, None)

@@ -65,16 +65,19 @@ def valid_access_token(grant_id: str, now: float | None = None) -> tuple[str, in
     return tokens.access_token, version
 
 
-def refresh_grant(grant_id: str, *, seen_version: int | None = None) -> tuple[TokenSet, int]:
+def refresh_grant(
+    grant_id: str, *, seen_version: int | None = None, current: Grant | None = None
+) -> tuple[TokenSet, int]:
     """Refresh the grant unless another worker already did since ``seen_version``.
 
+    ``current``: the grant as the caller just read it (consistently), saving the first read.
     Returns the usable token set and the version it is stored under.
     """
     owner = uuid.uuid4().hex
     deadline = time.monotonic() + WAIT_SECONDS
     delay = 0.05
     while True:
-        grant = load_grant(grant_id)
+        grant, current = current or load_grant(grant_id), None
         _ensure_active(grant)
         if seen_version is not None and grant.version > seen_version:
             return read_tokens(grant), int(grant.version)  # someone else refreshed: use theirs

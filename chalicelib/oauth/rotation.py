@@ -43,7 +43,7 @@ from chalicelib.config import get_settings
 from chalicelib.oauth.errors import InvalidClient, InvalidGrant, UpstreamError
 from chalicelib.oauth.grants import ROTATION_SHARDS
 from chalicelib.oauth.models import Grant
-from chalicelib.oauth.pacing import PacingDeferred, pace_refresh, xero_app_key
+from chalicelib.oauth.pacing import PacingDeferred, cached_vendor, forget_vendor, pace_refresh
 from chalicelib.oauth.refresh import (
     apply_parked_token_set,
     load_grant,
@@ -210,10 +210,11 @@ def rotate_grant(
         return RotationOutcome.APPLIED_PARKED
     if not force and (grant.next_rotation_at or 0) > at:
         return RotationOutcome.NOT_DUE
-    app_key = xero_app_key(grant.vendor_id)
+    vendor = cached_vendor(grant.vendor_id)
+    app_key = vendor.xero_client_id
     pace_refresh(app_key, until)
     try:
-        tokens, _ = refresh_grant(grant_id, seen_version=int(grant.version))
+        tokens, _ = refresh_grant(grant_id, seen_version=int(grant.version), current=grant)
     except InvalidGrant:
         return RotationOutcome.NEEDS_REAUTHORISATION  # refresh_grant marked it, one event each
     except InvalidClient:
@@ -222,7 +223,7 @@ def rotate_grant(
     except UpstreamError:
         _record_transient_failure(grant_id, time.time())
         raise
-    _after_success(grant, time.time(), access_token=tokens.access_token, app_key=app_key)
+    _after_success(grant, time.time(), access_token=tokens.access_token, vendor=vendor)
     return RotationOutcome.ROTATED
 
 
@@ -236,16 +237,16 @@ def _current(grant_id: str) -> Grant | None:
 
 
 def _after_success(
-    before: Grant, now: float, access_token: str | None = None, app_key: str | None = None
+    before: Grant, now: float, access_token: str | None = None, vendor: Vendor | None = None
 ) -> None:
     """Health bookkeeping from the grant as it was before the refresh (``before``)."""
     if before.health == PROVIDER_UNAVAILABLE:
         _recovered(before, now)
     elif before.consecutive_failures:
         _update_quietly(before.grant_id, [Grant.consecutive_failures.remove()])
-    _app_works(before.vendor_id, now)
-    if access_token and app_key:
-        _check_disconnected_in_xero(before.grant_id, access_token, app_key)
+    _app_works(vendor or cached_vendor(before.vendor_id), now)
+    if access_token and vendor is not None:
+        _check_disconnected_in_xero(before.grant_id, access_token, vendor.xero_client_id)
 
 
 def _record_transient_failure(grant_id: str, now: float) -> None:
@@ -306,6 +307,7 @@ def _recovered(grant: Grant, now: float) -> None:
 
 
 def _app_misconfigured(vendor_id: str, now: float) -> None:
+    forget_vendor(vendor_id)
     vendor = Vendor(vendor_id)
     try:
         with transaction() as tx:
@@ -331,14 +333,16 @@ def _app_misconfigured(vendor_id: str, now: float) -> None:
     logger.error("Xero refused the app credentials of vendor %s (invalid_client)", vendor_id)
 
 
-def _app_works(vendor_id: str, now: float) -> None:
-    """Clear the misconfigured flag after a success (no event type for it: an audit row)."""
-    try:
-        vendor = Vendor.get(vendor_id)
-    except PynamoDBException:
-        return
+def _app_works(vendor: Vendor, now: float) -> None:
+    """Clear the misconfigured flag after a success (no event type for it: an audit row).
+
+    ``vendor`` may be a few minutes old (``cached_vendor``): a flag another instance set since is
+    cleared by a later success; the update below checks the stored flag.
+    """
     if vendor.xero_app_misconfigured_at is None:
         return
+    vendor_id = vendor.vendor_id
+    forget_vendor(vendor_id)
     try:
         with transaction() as tx:
             tx.update(

@@ -248,6 +248,7 @@ class RotationMachine(RuleBasedStateMachine):
         self.dead_tokens_flagged += 1
 
 
+@pytest.mark.timeout(900)  # >= 1,000 steps against moto and the sandbox take a few minutes
 def test_no_refresh_token_is_ever_lost(broker: BrokerUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(refresh_module, "WAIT_SECONDS", 2.0)
     monkeypatch.setenv("XPMB_ROTATION_PER_MINUTE", "100000")  # pacing is tested elsewhere
@@ -265,9 +266,12 @@ def test_no_refresh_token_is_ever_lost(broker: BrokerUnderTest, monkeypatch: pyt
         ),
     )
     print(f"state machine: {STEPS['rules']} steps, {STEPS['count']} invariant checks")
-    assert STEPS["rules"] >= MIN_STEPS * EXAMPLES // 22  # issue 5: at least 1,000 steps in CI
+    if EXAMPLES == DEFAULT_EXAMPLES:
+        assert STEPS["rules"] >= MIN_STEPS  # issue 5: at least 1,000 steps in CI
 
 
-EXAMPLES = int(os.environ.get("XPMB_STATE_MACHINE_EXAMPLES", "22"))
+DEFAULT_EXAMPLES = 25  # Hypothesis ends some examples early: 25 x 50 gives >= 1,000 steps
+# A shorter local run: XPMB_STATE_MACHINE_EXAMPLES=3 (CI runs the default).
+EXAMPLES = int(os.environ.get("XPMB_STATE_MACHINE_EXAMPLES", DEFAULT_EXAMPLES))
 STEPS_PER_EXAMPLE = 50
 MIN_STEPS = 1000
