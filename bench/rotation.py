@@ -16,6 +16,12 @@ DynamoDB would charge (eventually consistent Query: 0.5 per 4 KB of items read, 
 computed from the items' serialized sizes (moto reports a constant). The ratio is
 due-10,000 / due-100 units: it must follow the number due (~100x), not stay flat like a Scan.
 
+The set rate (360 a minute) is below what this shared 2-core machine sustains through moto and
+the sandbox (about 390 a minute measured at 1,000 grants; 600 a minute gave 0.65 of the rate,
+i.e. the machine's own ceiling, not the pacing's): the line measures how much of an allowed rate
+the pacing uses without a 429. Xero's real app limit is 10,000 a minute; the broker's default
+pace (600) is far below it by choice (docs/rotation.md).
+
 Local stand-ins: moto runs as its own process (``xpmb.local_aws``) so it has the other core;
 the sandbox runs here. moto answers every Query by reading the whole table, so a rotation's
 ``Connection.by_grant`` Query costs O(connections) here (0.3 s at 10,000), unlike DynamoDB: the
@@ -44,10 +50,10 @@ from bench.context import RunContext
 from bench.results import Outcome, Result, Target
 
 NAME = "rotation"
-APP_PER_MINUTE = 1200  # the sandbox's app-wide limit for the throughput line
+APP_PER_MINUTE = 360  # the sandbox's app-wide limit for the throughput line
 PACE_SHARE = 0.95  # the broker's rotation rate, as a share of that limit
-GRANTS = 1500
-QUICK_GRANTS = 200
+GRANTS = 600
+QUICK_GRANTS = 150
 WORKERS = 5
 BATCH = 5
 TENANTS = 10_000
@@ -287,6 +293,7 @@ def _throughput(stack: dict[str, Any], count: int) -> Result:
         "achieved_per_minute": round(achieved, 1),
         "set_app_per_minute": APP_PER_MINUTE,
         "broker_pace_per_minute": int(APP_PER_MINUTE * PACE_SHARE),
+        "achieved_over_broker_pace": round(achieved / int(APP_PER_MINUTE * PACE_SHARE), 3),
         "rate_limited_429": rejected,
         "lost": lost,
         "token_refreshes_at_sandbox": int(counters.get("identity.token.refresh", 0)),

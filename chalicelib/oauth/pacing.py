@@ -7,10 +7,10 @@ minute, ``X-AppMinLimit-Remaining``, §1.8). So, per Xero app (its client id), a
 worker instance through the ``rate_limits`` table:
 
 1. the rotation rate, ``Settings.rotation_per_minute`` (``XPMB_ROTATION_PER_MINUTE``, default 600)
-   spread evenly: ``per_slot`` refreshes per slot of ``slot_seconds``, each slot taken by a
-   conditional ``ADD``. Any 60 seconds then see at most the rate plus one slot, wherever Xero's
-   minute starts (its windows start at other times than ours, §2.1): a backlog never lands as a
-   burst. The default leaves most of the app minute to the XPM proxy and is gentle on identity;
+   spread evenly over one-second slots (``Pace``), each refresh taking its slot by a conditional
+   ``ADD``. Any 60 seconds then see at most the rate plus one, wherever Xero's minute starts
+   (its windows start at other times than ours, §2.1): a backlog never lands as a burst. The
+   default leaves most of the app minute to the XPM proxy and is gentle on identity;
 2. the governor's app-minute budget (``chalicelib/xpm/governor.py``), which XPM calls share:
    one call counted per rotation, so rotations and proxy traffic together stay under it.
 
@@ -40,15 +40,14 @@ _VENDOR_CACHE_SECONDS = 300.0
 
 @dataclass(frozen=True)
 class Pace:
+    """``per_minute`` spread over one-second slots: slot ``i`` allows the refreshes that bring the
+    running total to ``floor((i + 1) * per_minute / 60)``. So 342 a minute is 5 or 6 a second, 30
+    a minute one every other second, and any 60 consecutive slots allow at most ``per_minute + 1``."""
+
     per_minute: int
 
-    @property
-    def slot_seconds(self) -> int:
-        return max(1, math.ceil(60 / self.per_minute))
-
-    @property
-    def per_slot(self) -> int:
-        return max(1, self.per_minute * self.slot_seconds // 60)
+    def allowance(self, slot: int) -> int:
+        return (slot + 1) * self.per_minute // 60 - slot * self.per_minute // 60
 
 
 class PacingDeferred(Exception):
@@ -73,9 +72,9 @@ def pace_refresh(
     waited = 0.0
     while not _take_slot(app_key, pace, clock()):
         now = clock()
-        until_next = (math.floor(now / pace.slot_seconds) + 1) * pace.slot_seconds - now
+        until_next = math.floor(now) + 1 - now
         # Jitter: the workers that found a slot full do not all come back at the same instant.
-        waited += _wait(until_next + random.uniform(0, 0.1 * pace.slot_seconds), deadline, sleep)  # noqa: S311
+        waited += _wait(until_next + random.uniform(0, 0.1), deadline, sleep)  # noqa: S311
     governor = governor_for(app_key)
     while True:
         try:
@@ -86,15 +85,18 @@ def pace_refresh(
 
 
 def _take_slot(app_key: str, pace: Pace, now: float) -> bool:
-    slot = math.floor(now / pace.slot_seconds)
-    item = RateBucket(f"r#{app_key}#{pace.slot_seconds}#{slot}")
+    slot = math.floor(now)
+    allowed = pace.allowance(slot)
+    if allowed < 1:
+        return False
+    item = RateBucket(f"r#{app_key}#{slot}")
     try:
         item.update(
             actions=[
                 RateBucket.calls.add(1),
-                RateBucket.expires_at_ttl.set(ttl_at((slot + 1) * pace.slot_seconds + _CLEANUP_GRACE)),
+                RateBucket.expires_at_ttl.set(ttl_at(slot + 1 + _CLEANUP_GRACE)),
             ],
-            condition=RateBucket.calls.does_not_exist() | (RateBucket.calls < pace.per_slot),
+            condition=RateBucket.calls.does_not_exist() | (RateBucket.calls < allowed),
         )
     except PynamoDBException as exc:
         if is_conditional_failure(exc):

@@ -51,11 +51,15 @@ def _app_minute_calls(app_key: str, now: float) -> int:
         return 0
 
 
-def test_slot_size_follows_the_rate() -> None:
-    assert (Pace(600).slot_seconds, Pace(600).per_slot) == (1, 10)
-    assert (Pace(9000).slot_seconds, Pace(9000).per_slot) == (1, 150)
-    assert (Pace(30).slot_seconds, Pace(30).per_slot) == (2, 1)
-    assert (Pace(7).slot_seconds, Pace(7).per_slot) == (9, 1)
+def test_slots_spread_the_rate_exactly() -> None:
+    assert [Pace(600).allowance(i) for i in range(3)] == [10, 10, 10]
+    assert sum(Pace(342).allowance(i) for i in range(60)) == 342  # 5 or 6 a second
+    assert {Pace(342).allowance(i) for i in range(60)} == {5, 6}
+    assert [Pace(30).allowance(i) for i in range(4)] == [0, 1, 0, 1]
+    for rate in (7, 59, 61, 342, 9000):  # any 60 consecutive slots allow at most the rate + 1
+        assert (
+            max(sum(Pace(rate).allowance(i) for i in range(s, s + 60)) for s in range(0, 600, 7)) <= rate + 1
+        )
 
 
 def test_refreshes_are_spread_over_slots_and_counted_in_the_app_minute(local_aws: str) -> None:
