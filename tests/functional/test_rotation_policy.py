@@ -85,6 +85,9 @@ def test_the_documented_demo_advancing_the_sandbox_clock_shows_a_rotation(
     assert sandbox_accepts(broker.sandbox, stored_refresh_token(grant.grant_id))
     assert main(["connections", "rotate", "--due", "--dry-run"]) == 0
     assert "would rotate 0 grant(s)" in capsys.readouterr().out
+    # Connecting still works on the moved clock (the id_token is checked against Xero's time).
+    other = connected_grant(broker, "firm-2", user=CAROL, tenant_id=HARBOUR)
+    assert other.next_rotation_at == pytest.approx(xero_now() + 20 * DAY, abs=60)
 
 
 def test_ninety_idle_days_keep_every_connection_refreshable(broker: BrokerUnderTest, xero_clock: str) -> None:
