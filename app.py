@@ -39,7 +39,9 @@ def rotation_planner(event: Any) -> dict[str, Any]:
     return run_planner(event.to_dict(), event.context)
 
 
-@app.on_sqs_message(queue=queue_name_for_handlers("rotation"), batch_size=5)
+# At most 5 workers at once: with batches of 5 they keep up with the default rotation rate
+# (XPMB_ROTATION_PER_MINUTE, 600) while pacing.py spaces the refreshes (docs/rotation.md).
+@app.on_sqs_message(queue=queue_name_for_handlers("rotation"), batch_size=5, maximum_concurrency=5)
 def rotation_worker(event: Any) -> dict[str, Any]:
     """Refresh due grants through the single-flight path (partial batch failures reported)."""
     from chalicelib.oauth.rotation import handle_rotation_messages
@@ -61,3 +63,11 @@ def webhook_worker(event: Any) -> dict[str, Any]:
     from chalicelib.webhooks.delivery import handle_delivery_messages
 
     return handle_delivery_messages(event.to_dict(), event.context)
+
+
+@app.on_sqs_message(queue=queue_name_for_handlers("token_rescue"), batch_size=5, maximum_concurrency=2)
+def token_rescue_worker(event: Any) -> dict[str, Any]:
+    """Store refreshed token sets that DynamoDB refused at first (checklist D3)."""
+    from chalicelib.oauth.rescue import handle_rescue_messages
+
+    return handle_rescue_messages(event.to_dict(), event.context)

@@ -36,6 +36,10 @@ class Settings:
     xero_pkce: bool
     xpm_api_version: str = "3.0"
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Scheduled rotation (issue 5): refreshes per minute per Xero app, all workers together
+    # (docs/rotation.md), and on the local stage only the sandbox clock to follow for the demo.
+    rotation_per_minute: int = 600
+    xero_clock_url: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -89,7 +93,24 @@ def build_settings(env: Mapping[str, str] | None = None, **overrides: str) -> Se
         xero_scopes=source.get("XPMB_XERO_SCOPES", DEFAULT_SCOPES),
         xero_pkce=_truthy(source.get("XPMB_XERO_PKCE", "true")),
         xpm_api_version=version,
+        rotation_per_minute=_rotation_rate(source),
+        xero_clock_url=_xero_clock_url(source, stage),
     )
+
+
+def _rotation_rate(source: Mapping[str, str]) -> int:
+    raw = source.get("XPMB_ROTATION_PER_MINUTE", "").strip() or "600"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigurationError(f"XPMB_ROTATION_PER_MINUTE must be a positive integer, not {raw!r}")
+    return int(raw)
+
+
+def _xero_clock_url(source: Mapping[str, str], stage: str) -> str | None:
+    """The sandbox clock a local demo follows (``/_sandbox/clock``); never anywhere but local."""
+    url = source.get("XPMB_XERO_CLOCK_URL", "").strip() or None
+    if url and stage != "local":
+        raise ConfigurationError("XPMB_XERO_CLOCK_URL is for the local stack only")
+    return url
 
 
 @lru_cache(maxsize=1)

@@ -146,6 +146,12 @@ QUEUES: tuple[QueueDef, ...] = (
     QueueDef("rotation", visibility_timeout=180, purpose="grants due for a scheduled refresh"),
     QueueDef("pushes", visibility_timeout=900, purpose="entity push jobs"),
     QueueDef("webhooks", visibility_timeout=120, purpose="webhook deliveries"),
+    QueueDef(
+        "token_rescue",
+        visibility_timeout=120,
+        purpose="refreshed token sets (sealed) that DynamoDB did not take; applied under fences",
+        attributes={"MessageRetentionPeriod": "1209600"},
+    ),
 )
 
 

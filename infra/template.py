@@ -88,6 +88,8 @@ def _queues(queue: QueueDef, name: str, dlq_name: str) -> dict[str, Any]:
                 "QueueName": name,
                 "MessageRetentionPeriod": 345600,
                 "VisibilityTimeout": queue.visibility_timeout,
+                # Per-queue settings from the one definition (e.g. token_rescue keeps 14 days).
+                **{k: int(v) if v.isdigit() else v for k, v in queue.attributes.items()},
                 "SqsManagedSseEnabled": True,
                 "RedrivePolicy": {
                     "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},

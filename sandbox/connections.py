@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 
 from sandbox.bearer import bearer_claims, problem_response
 from sandbox.fault_responses import after_work, arrive
-from sandbox.limits import rate_limiter
+from sandbox.limits import Rejection, rate_limiter
 from sandbox.state import Connection, SandboxState, get_state
 from sandbox.tokens import TokenError
 
@@ -70,13 +70,25 @@ def list_connections() -> ResponseReturnValue:
     claims = _caller(state)
     if not isinstance(claims, dict):
         return claims
+    decision = rate_limiter(state).admit_app_call(
+        state.config.limits, str(claims.get("client_id")), state.clock.now()
+    )
+    if isinstance(decision, Rejection):
+        state.count("connections.rate_limited")
+        response = jsonify({"title": "Too Many Requests", "status": 429, "detail": "Rate limit exceeded"})
+        response.status_code = 429
+        response.headers.update(decision.headers())
+        return response
     auth_event_id = request.args.get("authEventId")
     rows = [
         connection_json(c)
         for c in sorted(_own_connections(state, claims), key=lambda c: c.created_at)
         if auth_event_id is None or c.auth_event_id == auth_event_id
     ]
-    return after_work(fault, _tenantless(jsonify(rows), state, str(claims.get("client_id"))))
+    response = jsonify(rows)
+    # Tenantless calls carry only the app-wide header, never X-MinLimit/X-DayLimit (§1.8, §2.1).
+    response.headers["X-AppMinLimit-Remaining"] = str(decision)
+    return after_work(fault, response)
 
 
 @bp.delete("/connections/<connection_id>")

@@ -113,6 +113,18 @@ class RateLimiter:
             self._windows[("app", client_id)] = (index, count)
         return max(0, limits.app_per_minute - count)
 
+    def admit_app_call(self, limits: Limits, client_id: str, now: float) -> int | Rejection:
+        """Count a tenantless call in the app-wide minute, or refuse it when that minute is spent
+        (Xero's app limit covers every call of the app, §2.1). The budget left, or a Rejection."""
+        index, window_end = _window(client_id, MINUTE, now)
+        with self._lock:
+            seen_index, count = self._windows.get(("app", client_id), (index, 0))
+            count = count if seen_index == index else 0
+            if count >= limits.app_per_minute:
+                return Rejection("appminute", max(1, math.ceil(window_end - now)))
+            self._windows[("app", client_id)] = (index, count + 1)
+        return max(0, limits.app_per_minute - count - 1)
+
     def release(self, admission: Admission) -> None:
         """The admitted call has finished: it no longer counts against ``concurrent``."""
         pair = f"{admission.client_id}/{admission.tenant_id}"

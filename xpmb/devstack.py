@@ -119,6 +119,8 @@ class DevStack:
             sandbox = f"http://{HOST}:{self.ports['XPMB_SANDBOX_PORT']}"
             env["XERO_IDENTITY_URL"] = sandbox
             env["XERO_API_URL"] = sandbox
+            # Grant lifetimes follow the sandbox clock: advancing it shows rotation (docs/rotation.md).
+            env.setdefault("XPMB_XERO_CLOCK_URL", f"{sandbox}/_sandbox/clock")
         if self.xero_client_id:
             env["XERO_CLIENT_ID"] = self.xero_client_id
             env["XERO_CLIENT_SECRET"] = self.xero_client_secret

@@ -46,12 +46,19 @@ def select_grants(due_only: bool, now: float) -> list[str]:
     return [g.grant_id for g in Grant.scan(Grant.status == "active")]
 
 
+# An operator waits at the terminal: a grant may wait this long for its pacing slot, and a new
+# pair may be retried this long when DynamoDB refuses it (checklist D3).
+GRANT_SECONDS = 60.0
+
+
 def rotate_now(*, due_only: bool = True, dry_run: bool = False, out: TextIO | None = None) -> RotateSummary:
+    from chalicelib.oauth.refresh import persistence_budget
     from chalicelib.oauth.rotation import failure_class, publish_counts, rotate_grant
+    from chalicelib.oauth.xero_clock import xero_now
 
     stream = out or sys.stderr
     started = time.monotonic()
-    now = time.time()
+    now = xero_now()
     grant_ids = select_grants(due_only, now)
     summary = RotateSummary(selected=len(grant_ids), dry_run=dry_run)
     if dry_run:
@@ -60,7 +67,10 @@ def rotate_now(*, due_only: bool = True, dry_run: bool = False, out: TextIO | No
     counts: Counter[str] = Counter()
     for done, grant_id in enumerate(grant_ids, start=1):
         try:
-            outcome = rotate_grant(grant_id, force=not due_only)
+            with persistence_budget(GRANT_SECONDS):
+                outcome = rotate_grant(
+                    grant_id, force=not due_only, deadline=time.monotonic() + GRANT_SECONDS
+                )
             counts[outcome.value] += 1
             if outcome.value in TERMINAL:
                 summary.failed[TERMINAL[outcome.value]] += 1

@@ -31,6 +31,7 @@ from chalicelib.oauth.grants import apply_token_set, grant_id_for, xero_app_for
 from chalicelib.oauth.id_token import unverified_claims, validate_id_token
 from chalicelib.oauth.models import ConnectSession, Grant, OAuthState
 from chalicelib.oauth.sessions import load_session
+from chalicelib.oauth.xero_clock import xero_now
 from chalicelib.oauth.xero_connections import XeroConnection, choose_practice, list_connections
 from chalicelib.oauth.xero_identity import TokenSet, authorization_url, exchange_code
 from chalicelib.storage import StorageUnavailable, find, is_conditional_failure, transaction, ttl_at
@@ -227,7 +228,11 @@ def _complete(
         if not tokens.id_token:
             raise ConnectFailure("upstream_error", "no id_token (is the openid scope granted?)")
         id_claims = validate_id_token(
-            tokens.id_token, provider=provider, client_id=app.client_id, nonce=sealed["nonce"]
+            tokens.id_token,
+            provider=provider,
+            client_id=app.client_id,
+            nonce=sealed["nonce"],
+            now=xero_now(),  # Xero's clock: the sandbox's on a local demo that moved it
         )
         access_claims = unverified_claims(tokens.access_token)
     except IdTokenInvalid as exc:
@@ -299,7 +304,7 @@ def _store(
         grant = Grant(
             grant_id, vendor_id=vendor.vendor_id, xero_user_id=xero_user_id, created_at=now, version=1
         )
-    apply_token_set(grant, tokens, now)
+    apply_token_set(grant, tokens)  # issue and due times on Xero's clock (xero_clock.py)
     grant.status = "active"
     grant.lease_owner = None  # a fresh consent ends any refresh lease
     grant.lease_until = None

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 
 from chalicelib.config import get_settings
 from chalicelib.crypto import get_cipher, record_context
 from chalicelib.oauth.models import Grant
+from chalicelib.oauth.xero_clock import xero_now
 from chalicelib.oauth.xero_identity import REFRESH_TOKEN_LIFETIME, TokenSet, XeroApp
 from chalicelib.tenants.models import Vendor
 from chalicelib.tenants.vendors import vendor_context
@@ -54,10 +54,16 @@ def seal_tokens(grant: Grant, tokens: TokenSet) -> str:
     return get_cipher().encrypt(plaintext, token_context(grant))
 
 
-def apply_token_set(grant: Grant, tokens: TokenSet, now: float | None = None) -> None:
-    """Set the token fields of ``grant`` (in memory) for a freshly issued token set."""
-    issued = time.time() if now is None else now
-    grant.token_ct = seal_tokens(grant, tokens)
+def apply_token_set(
+    grant: Grant, tokens: TokenSet, now: float | None = None, *, sealed: str | None = None
+) -> None:
+    """Set the token fields of ``grant`` (in memory) for a freshly issued token set.
+
+    Times are on Xero's clock (``xero_now``); ``sealed`` is ``seal_tokens(grant, tokens)`` when
+    the caller already has it (one KMS call for a write, its retries and any parking).
+    """
+    issued = xero_now() if now is None else now
+    grant.token_ct = sealed or seal_tokens(grant, tokens)
     grant.scopes = tokens.scope
     grant.access_expires_at = tokens.access_expires_at
     grant.refresh_issued_at = issued

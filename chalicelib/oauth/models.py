@@ -57,6 +57,7 @@ class Grant(BrokerModel):
     pending_token_ct = UnicodeAttribute(null=True)
     pending_from_version = NumberAttribute(null=True)
     pending_owner = UnicodeAttribute(null=True)
+    pending_issued_at = NumberAttribute(null=True)  # when Xero issued it (its 60 days run from then)
     created_at = NumberAttribute()
     by_next_rotation = GrantsByNextRotation()
 

@@ -9,21 +9,26 @@ re-read that shows a newer version is a race, not a revocation.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib.audit import audit_record
-from chalicelib.crypto import get_cipher
+from chalicelib.crypto import KeyServiceUnavailable, get_cipher
 from chalicelib.oauth.discovery import identity_provider
 from chalicelib.oauth.errors import InvalidGrant, UpstreamError
 from chalicelib.oauth.grants import apply_token_set, read_tokens, seal_tokens, token_context, xero_app_for
 from chalicelib.oauth.models import Grant
+from chalicelib.oauth.xero_clock import xero_now
 from chalicelib.oauth.xero_identity import TokenSet, refresh
 from chalicelib.storage import StorageUnavailable, find, is_conditional_failure, transaction
 from chalicelib.tenants.models import Connection
@@ -37,6 +42,9 @@ MIN_REMAINING = 60  # use an access token only while it has more than a minute l
 WAIT_SECONDS = 20.0
 WRITE_ATTEMPTS = 3
 GRACE_SECONDS = 1800  # Xero accepts the previous refresh token for 30 minutes (§1.5)
+PERSIST_SECONDS = 5.0  # default time to store a new pair (inside API Gateway's 29 s)
+MAX_PAUSE = 2.0  # cap of the jittered pause between attempts to store it
+_budget: ContextVar[float] = ContextVar("persistence_budget", default=PERSIST_SECONDS)
 
 
 def load_grant(grant_id: str) -> Grant:
@@ -57,16 +65,19 @@ def valid_access_token(grant_id: str, now: float | None = None) -> tuple[str, in
     return tokens.access_token, version
 
 
-def refresh_grant(grant_id: str, *, seen_version: int | None = None) -> tuple[TokenSet, int]:
+def refresh_grant(
+    grant_id: str, *, seen_version: int | None = None, current: Grant | None = None
+) -> tuple[TokenSet, int]:
     """Refresh the grant unless another worker already did since ``seen_version``.
 
+    ``current``: the grant as the caller just read it (consistently), saving the first read.
     Returns the usable token set and the version it is stored under.
     """
     owner = uuid.uuid4().hex
     deadline = time.monotonic() + WAIT_SECONDS
     delay = 0.05
     while True:
-        grant = load_grant(grant_id)
+        grant, current = current or load_grant(grant_id), None
         _ensure_active(grant)
         if seen_version is not None and grant.version > seen_version:
             return read_tokens(grant), int(grant.version)  # someone else refreshed: use theirs
@@ -92,15 +103,32 @@ def _refresh_holding_lease(grant: Grant, owner: str) -> tuple[TokenSet, int]:
         latest = load_grant(grant.grant_id)
         if latest.version > grant.version and latest.status == "active":
             logger.info("invalid_grant after a newer version was stored: a race, using the winner's token")
+            _record_refresh("race_lost")
             return read_tokens(latest), int(latest.version)
-        mark_needs_reauthorisation(latest, reason=invalid_grant_reason(latest, time.time()))
+        reason = invalid_grant_reason(latest, xero_now())
+        mark_needs_reauthorisation(latest, reason=reason)
+        _record_refresh(f"invalid_grant.{reason}")
         raise
     except Exception as exc:
         # A timeout or a lost response may mean Xero rotated the token anyway: remember when,
         # so a later invalid_grant past the grace window reads as "superseded" (§1.5, D3).
         _release_lease(grant, owner, in_doubt=isinstance(exc, UpstreamError))
+        _record_refresh("upstream_error" if isinstance(exc, UpstreamError) else type(exc).__name__)
         raise
-    return new, _persist(grant, owner, new)
+    try:
+        version = _persist(grant, owner, new)
+    except Exception:
+        _record_refresh("storage_error")  # the pair is parked or rescued, or Xero's grace remains
+        raise
+    _record_refresh("refreshed")
+    return new, version
+
+
+def _record_refresh(outcome: str) -> None:
+    """Every refresh through the single flight, by outcome (issue 7 metric ``Refreshes``)."""
+    from chalicelib.observability import record_metric
+
+    record_metric("Refreshes", service="refresh", outcome=outcome)
 
 
 def invalid_grant_reason(grant: Grant, now: float) -> str:
@@ -135,18 +163,20 @@ def _acquire_lease(grant: Grant, owner: str) -> bool:
 def _release_lease(grant: Grant, owner: str, *, in_doubt: bool = False) -> None:
     actions: list[Any] = [Grant.lease_owner.remove(), Grant.lease_until.remove()]
     if in_doubt:
-        actions.append(Grant.in_doubt_since.set(Grant.in_doubt_since | time.time()))
+        actions.append(Grant.in_doubt_since.set(Grant.in_doubt_since | xero_now()))
     try:
         grant.update(actions=actions, condition=Grant.lease_owner == owner)
     except PynamoDBException:
         logger.warning("could not release the refresh lease of %s; it expires by itself", grant.grant_id)
 
 
-def token_set_actions(grant: Grant, tokens: TokenSet) -> list[Any]:
+def token_set_actions(
+    grant: Grant, tokens: TokenSet, *, sealed: str | None = None, issued_at: float | None = None
+) -> list[Any]:
     """The update actions that store a new pair as version + 1 and end any lease or parking."""
     version = int(grant.version)
     staged = Grant(grant.grant_id, vendor_id=grant.vendor_id, xero_user_id=grant.xero_user_id, created_at=0)
-    apply_token_set(staged, tokens)
+    apply_token_set(staged, tokens, issued_at, sealed=sealed)
     return [
         Grant.token_ct.set(staged.token_ct),
         Grant.scopes.set(staged.scopes or grant.scopes),
@@ -163,6 +193,7 @@ def token_set_actions(grant: Grant, tokens: TokenSet) -> list[Any]:
         Grant.pending_token_ct.remove(),
         Grant.pending_from_version.remove(),
         Grant.pending_owner.remove(),
+        Grant.pending_issued_at.remove(),
     ]
 
 
@@ -170,12 +201,39 @@ def _write_tokens(grant: Grant, actions: list[Any], condition: Any) -> None:
     grant.update(actions=actions, condition=condition)
 
 
+@contextmanager
+def persistence_budget(seconds: float) -> Iterator[None]:
+    """Let refreshes in this context keep trying to store a new pair for ``seconds`` (D3).
+
+    The rotation worker passes what its Lambda has left; API requests keep the short default.
+    """
+    token = _budget.set(max(0.0, seconds))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
 def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
-    """Write the new pair, fenced on the version we refreshed from and our lease (D2)."""
+    """Store the pair Xero just issued as version + 1, fenced on our version and lease (D2).
+
+    Never drop it (D3): the write is retried with full jitter; from the ``WRITE_ATTEMPTS``-th
+    failure on, the pair (sealed under KMS, never in clear) is also secured where a later run
+    applies it under the same fences: parked on the grant item, else sent to the token_rescue
+    queue. KMS and DynamoDB throttling are retried by botocore first (aws.py, storage.py). When
+    nothing lands before the budget ends, the old refresh token is still stored and Xero
+    accepts it for 30 minutes (§1.5): the SQS retry refreshes again with it.
+    """
     version = int(grant.version)
-    actions = token_set_actions(grant, tokens)
-    for attempt in range(WRITE_ATTEMPTS):
+    issued_at = xero_now()
+    deadline = time.monotonic() + _budget.get()
+    sealed: str | None = None
+    failure: Exception | None = None
+    failed_writes = 0
+    for attempt in itertools.count(1):
         try:
+            sealed = sealed or seal_tokens(grant, tokens)
+            actions = token_set_actions(grant, tokens, sealed=sealed, issued_at=issued_at)
             _write_tokens(grant, actions, (Grant.version == version) & (Grant.lease_owner == owner))
             return version + 1
         except PynamoDBException as exc:
@@ -183,56 +241,85 @@ def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
                 # Our lease expired and another worker stored a newer pair: keep theirs (D2).
                 logger.warning("refresh fence lost for %s; keeping the stored token set", grant.grant_id)
                 return int(load_grant(grant.grant_id).version)
-            if attempt == WRITE_ATTEMPTS - 1:
-                # The old refresh token is still stored; Xero's 30-minute grace lets the next
-                # attempt recover (D3). Never log the new token.
-                logger.error("could not store refreshed tokens for %s", grant.grant_id)
-                _park(grant, owner, tokens)
-                raise StorageUnavailable() from exc
-            time.sleep(random.uniform(0, 0.2 * 2**attempt))  # noqa: S311 - jitter
-    raise StorageUnavailable()
+            failure = exc
+            failed_writes += 1
+        except KeyServiceUnavailable as exc:
+            failure = exc
+        if (
+            failed_writes >= WRITE_ATTEMPTS
+            and sealed is not None
+            and _secure(grant, owner, sealed, issued_at)
+        ):
+            raise StorageUnavailable() from failure
+        pause = random.uniform(0, min(MAX_PAUSE, 0.1 * 2**attempt))  # noqa: S311 - jitter
+        if time.monotonic() + pause > deadline:
+            break
+        time.sleep(pause)
+    # Never log the token. Xero's grace is the last resort now: the next run must come soon.
+    logger.error("refresh_in_doubt: could not store or secure the new tokens of %s", grant.grant_id)
+    raise StorageUnavailable() from failure
 
 
-def _park(grant: Grant, owner: str, tokens: TokenSet) -> None:
-    """Keep the pair Xero issued, encrypted, where the next run applies it (D3).
+def _secure(grant: Grant, owner: str, sealed: str, issued_at: float) -> bool:
+    """Park the sealed pair on the grant item, or failing that send it to the rescue queue."""
+    from chalicelib.oauth.rescue import send_rescue
 
-    An unconditional update of three attributes only, so it may succeed where the fenced write
-    did not. Our lease is kept (it expires by itself) so no other worker refreshes meanwhile.
+    if _park(grant, owner, sealed, issued_at):
+        return True
+    return send_rescue(grant, owner, sealed, issued_at)
+
+
+def _park(grant: Grant, owner: str, sealed: str, issued_at: float) -> bool:
+    """Keep the sealed pair where the next run applies it (D3).
+
+    An unconditional update of the pending attributes only, so it may succeed where the fenced
+    write did not. Our lease is kept (it expires by itself) so no other worker refreshes meanwhile.
     """
     try:
         grant.update(
             actions=[
-                Grant.pending_token_ct.set(seal_tokens(grant, tokens)),
+                Grant.pending_token_ct.set(sealed),
                 Grant.pending_from_version.set(int(grant.version)),
                 Grant.pending_owner.set(owner),
+                Grant.pending_issued_at.set(issued_at),
             ]
         )
     except Exception:
-        # Last resort: the old refresh token is still stored and Xero's grace covers 30 minutes.
         logger.error("could not park refreshed tokens for %s", grant.grant_id)
+        return False
+    return True
 
 
 def apply_parked_token_set(grant: Grant) -> int | None:
-    """Store a parked pair as the next version; None when it is stale or was already applied.
-
-    Fenced like ``_persist``: on the version it was refreshed from, and on a lease that is free,
-    expired or still the parking worker's.
-    """
+    """Store a parked pair as the next version; None when it is stale or was already applied."""
     if not grant.pending_token_ct or grant.pending_from_version != grant.version:
         return None
-    data = get_cipher().decrypt(grant.pending_token_ct, token_context(grant))
-    tokens = TokenSet.from_storage(json.loads(data))
-    version = int(grant.version)
+    return apply_sealed_token_set(
+        grant, grant.pending_token_ct, int(grant.version), grant.pending_owner or "", grant.pending_issued_at
+    )
+
+
+def apply_sealed_token_set(
+    grant: Grant, sealed: str, from_version: int, owner: str, issued_at: float | None
+) -> int | None:
+    """Store a pair secured earlier (parked or rescued) as ``from_version`` + 1.
+
+    Fenced like ``_persist``: on the version it was refreshed from, and on a lease that is free,
+    expired or still the securing worker's. None when the fence refuses (stale, or leased).
+    """
+    if int(grant.version) != from_version:
+        return None
+    tokens = TokenSet.from_storage(json.loads(get_cipher().decrypt(sealed, token_context(grant))))
     now = time.time()
-    owner = grant.pending_owner or ""
     lease_free = Grant.lease_until.does_not_exist() | (Grant.lease_until < now) | (Grant.lease_owner == owner)
+    actions = token_set_actions(grant, tokens, sealed=sealed, issued_at=issued_at)
     try:
-        _write_tokens(grant, token_set_actions(grant, tokens), (Grant.version == version) & lease_free)
+        _write_tokens(grant, actions, (Grant.version == from_version) & lease_free)
     except PynamoDBException as exc:
         if is_conditional_failure(exc):
             return None
         raise StorageUnavailable() from exc
-    return version + 1
+    return from_version + 1
 
 
 def mark_needs_reauthorisation(grant: Grant, *, reason: str) -> None:

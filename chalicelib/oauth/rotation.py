@@ -17,6 +17,10 @@ Health, one event per change of state (each written in the transaction that chan
   the firm need not act); the next success emits ``connection.recovered`` per connection;
 - after a success, a connection whose Xero connection id ``GET /connections`` no longer lists
   was disconnected on Xero's side (§1.8): ``needs_reauthorisation``, reason ``disconnected_in_xero``.
+
+Pacing (``pacing.py``): each refresh waits for a slot of the app's rotation rate and counts in the
+governor's app minute. Due times and ages are on Xero's clock (``xero_clock.xero_now``), which a
+local demo can move with the sandbox's (docs/rotation.md); audit rows and events use real time.
 """
 
 from __future__ import annotations
@@ -39,16 +43,20 @@ from chalicelib.config import get_settings
 from chalicelib.oauth.errors import InvalidClient, InvalidGrant, UpstreamError
 from chalicelib.oauth.grants import ROTATION_SHARDS
 from chalicelib.oauth.models import Grant
+from chalicelib.oauth.pacing import PacingDeferred, cached_vendor, forget_vendor, pace_refresh
 from chalicelib.oauth.refresh import (
     apply_parked_token_set,
     load_grant,
     mark_connection_needs_reauthorisation,
+    persistence_budget,
     refresh_grant,
 )
-from chalicelib.oauth.xero_connections import list_connections
+from chalicelib.oauth.xero_clock import xero_now
+from chalicelib.oauth.xero_connections import ConnectionsRateLimited, list_connections
 from chalicelib.storage import StorageUnavailable, is_conditional_failure, transaction
 from chalicelib.tenants.models import Connection, Vendor
 from chalicelib.webhooks.models import outbox_event
+from chalicelib.xpm.governor import governor_for
 
 logger = logging.getLogger("xpmb.rotation")
 
@@ -58,6 +66,8 @@ EXPIRING_SOON_AGE = 50 * 86400  # connection.expiring_soon once a grant is this 
 ALARM_AGE_DAYS = 45  # infra (issue 7): alarm when OldestGrantAgeDays >= this
 DEFAULT_FAILURE_THRESHOLD = 3
 PROVIDER_UNAVAILABLE = "provider_unavailable"
+DEFAULT_DEADLINE_SECONDS = 25.0  # without a Lambda context (CLI, tests): how long one grant may take
+LAMBDA_MARGIN_SECONDS = 5.0  # left unused of the Lambda's time: to report the batch
 
 
 def failure_threshold() -> int:
@@ -97,8 +107,8 @@ def due_grants(now: float) -> Iterator[Grant]:
 def plan_rotation(
     now: float | None = None, batch: int = SEND_BATCH, *, enqueue: bool = True, metrics: Any = None
 ) -> PlanReport:
-    """Queue every due grant (``enqueue=False``: only list them, for the CLI)."""
-    at = time.time() if now is None else now
+    """Queue every due grant (``enqueue=False``: only list them, for the CLI); ``now`` on Xero's clock."""
+    at = xero_now() if now is None else now
     report = PlanReport(queries=ROTATION_SHARDS)
     pending: list[str] = []
     for grant in due_grants(at):
@@ -121,6 +131,13 @@ def plan_rotation(
     if metrics is not None:
         metrics.add_metric(name="GrantsDue", unit="Count", value=report.due)
         metrics.add_metric(name="OldestGrantAgeDays", unit="Count", value=round(report.oldest_age_days, 2))
+    if report.oldest_age_days >= ALARM_AGE_DAYS:
+        # What the OldestGrantAgeDays alarm pages on: rotation has not kept a grant fresh.
+        logger.error(
+            "rotation alarm: a grant is %.1f days without a refresh (threshold %d, Xero's limit 60)",
+            report.oldest_age_days,
+            ALARM_AGE_DAYS,
+        )
     logger.info(
         "rotation planner: %d due, %d queued, %d expiring soon",
         report.due,
@@ -162,7 +179,7 @@ def notify_expiring_soon(grant: Grant, now: float) -> bool:
             )
             for connection in connections[:90]:
                 data = {"tenant_ref": connection.tenant_ref, "refresh_token_expires_at": int(expires_at)}
-                tx.save(outbox_event(connection.vendor_id, "connection.expiring_soon", data, now))
+                tx.save(outbox_event(connection.vendor_id, "connection.expiring_soon", data, time.time()))
     except PynamoDBException as exc:
         if is_conditional_failure(exc):
             return False
@@ -173,32 +190,40 @@ def notify_expiring_soon(grant: Grant, now: float) -> bool:
 # -- worker ------------------------------------------------------------------------------------
 
 
-def rotate_grant(grant_id: str, now: float | None = None, *, force: bool = False) -> RotationOutcome:
+def rotate_grant(
+    grant_id: str, now: float | None = None, *, force: bool = False, deadline: float | None = None
+) -> RotationOutcome:
     """Refresh one grant if it is still active and due (``force``: even if not due).
 
-    Raises ``UpstreamError``/``StorageUnavailable`` for the transient cases, so SQS retries.
+    ``now`` is on Xero's clock; ``deadline`` (``time.monotonic()``) bounds the wait for a pacing
+    slot. Raises ``UpstreamError``/``StorageUnavailable``/``PacingDeferred`` for the transient
+    cases, so SQS retries.
     """
-    at = time.time() if now is None else now
+    at = xero_now() if now is None else now
+    until = time.monotonic() + DEFAULT_DEADLINE_SECONDS if deadline is None else deadline
     grant = _current(grant_id)
     if grant is None:
         return RotationOutcome.INACTIVE
     if grant.pending_token_ct and apply_parked_token_set(grant) is not None:
         logger.info("applied the parked token set of %s", grant_id)
-        _after_success(grant, at)
+        _after_success(grant, time.time())
         return RotationOutcome.APPLIED_PARKED
     if not force and (grant.next_rotation_at or 0) > at:
         return RotationOutcome.NOT_DUE
+    vendor = cached_vendor(grant.vendor_id)
+    app_key = vendor.xero_client_id
+    pace_refresh(app_key, until)
     try:
-        tokens, _ = refresh_grant(grant_id, seen_version=int(grant.version))
+        tokens, _ = refresh_grant(grant_id, seen_version=int(grant.version), current=grant)
     except InvalidGrant:
         return RotationOutcome.NEEDS_REAUTHORISATION  # refresh_grant marked it, one event each
     except InvalidClient:
-        _app_misconfigured(grant.vendor_id, at)
+        _app_misconfigured(grant.vendor_id, time.time())
         return RotationOutcome.APP_MISCONFIGURED
     except UpstreamError:
-        _record_transient_failure(grant_id, at)
+        _record_transient_failure(grant_id, time.time())
         raise
-    _after_success(grant, at, access_token=tokens.access_token)
+    _after_success(grant, time.time(), access_token=tokens.access_token, vendor=vendor)
     return RotationOutcome.ROTATED
 
 
@@ -211,15 +236,17 @@ def _current(grant_id: str) -> Grant | None:
     return grant if grant.status == "active" and grant.token_ct else None
 
 
-def _after_success(before: Grant, now: float, access_token: str | None = None) -> None:
+def _after_success(
+    before: Grant, now: float, access_token: str | None = None, vendor: Vendor | None = None
+) -> None:
     """Health bookkeeping from the grant as it was before the refresh (``before``)."""
     if before.health == PROVIDER_UNAVAILABLE:
         _recovered(before, now)
     elif before.consecutive_failures:
         _update_quietly(before.grant_id, [Grant.consecutive_failures.remove()])
-    _app_works(before.vendor_id, now)
-    if access_token:
-        _check_disconnected_in_xero(before.grant_id, access_token)
+    _app_works(vendor or cached_vendor(before.vendor_id), now)
+    if access_token and vendor is not None:
+        _check_disconnected_in_xero(before.grant_id, access_token, vendor.xero_client_id)
 
 
 def _record_transient_failure(grant_id: str, now: float) -> None:
@@ -280,6 +307,7 @@ def _recovered(grant: Grant, now: float) -> None:
 
 
 def _app_misconfigured(vendor_id: str, now: float) -> None:
+    forget_vendor(vendor_id)
     vendor = Vendor(vendor_id)
     try:
         with transaction() as tx:
@@ -305,14 +333,16 @@ def _app_misconfigured(vendor_id: str, now: float) -> None:
     logger.error("Xero refused the app credentials of vendor %s (invalid_client)", vendor_id)
 
 
-def _app_works(vendor_id: str, now: float) -> None:
-    """Clear the misconfigured flag after a success (no event type for it: an audit row)."""
-    try:
-        vendor = Vendor.get(vendor_id)
-    except PynamoDBException:
-        return
+def _app_works(vendor: Vendor, now: float) -> None:
+    """Clear the misconfigured flag after a success (no event type for it: an audit row).
+
+    ``vendor`` may be a few minutes old (``cached_vendor``): a flag another instance set since is
+    cleared by a later success; the update below checks the stored flag.
+    """
     if vendor.xero_app_misconfigured_at is None:
         return
+    vendor_id = vendor.vendor_id
+    forget_vendor(vendor_id)
     try:
         with transaction() as tx:
             tx.update(
@@ -326,13 +356,21 @@ def _app_works(vendor_id: str, now: float) -> None:
             logger.warning("could not clear the misconfigured flag of vendor %s", vendor_id)
 
 
-def _check_disconnected_in_xero(grant_id: str, access_token: str) -> None:
-    """A connection removed in Xero (§1.8) still has a working refresh token: detect it here."""
+def _check_disconnected_in_xero(grant_id: str, access_token: str, app_key: str) -> None:
+    """A connection removed in Xero (§1.8) still has a working refresh token: detect it here.
+
+    The call was counted in the app minute by ``pace_refresh``; a 429 anyway (Xero counts calls
+    we never saw) blocks the app in the governor until Xero's Retry-After, for proxy calls too.
+    """
     connections = [c for c in _active_connections(grant_id) if c.xero_connection_id]
     if not connections:
         return
     try:
         listed = {c.id for c in list_connections(get_settings().xero_api_url, access_token)}
+    except ConnectionsRateLimited as limited:
+        logger.warning("Xero's app minute ran out while checking the connections of %s", grant_id)
+        governor_for(app_key).block("-", limited.retry_after, "appminute")
+        return
     except UpstreamError:
         logger.warning("could not list Xero connections after rotating %s", grant_id)
         return
@@ -356,6 +394,8 @@ def _update_quietly(grant_id: str, actions: list[Any]) -> None:
 
 
 def failure_class(exc: BaseException) -> str:
+    if isinstance(exc, PacingDeferred):
+        return "deferred"
     if isinstance(exc, UpstreamError):
         return "upstream"
     if isinstance(exc, StorageUnavailable):
@@ -386,8 +426,10 @@ def handle_rotation_messages(event: dict[str, Any], context: Any) -> dict[str, A
 
     def record_handler(record: SQSRecord) -> None:
         grant_id = json.loads(record.body)["grant_id"]
+        seconds = time_left(context)
         try:
-            outcome = rotate_grant(grant_id)
+            with persistence_budget(seconds):
+                outcome = rotate_grant(grant_id, deadline=time.monotonic() + seconds)
         except Exception as exc:
             counts[f"failed.{failure_class(exc)}"] += 1
             raise
@@ -399,6 +441,14 @@ def handle_rotation_messages(event: dict[str, Any], context: Any) -> dict[str, A
     )
     publish_counts(counts)
     return dict(result)
+
+
+def time_left(context: Any) -> float:
+    """Seconds this invocation may still spend on one grant (the Lambda's time, less a margin)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return DEFAULT_DEADLINE_SECONDS
+    return max(0.0, float(remaining()) / 1000 - LAMBDA_MARGIN_SECONDS)
 
 
 def publish_counts(counts: Counter[str]) -> None:
@@ -420,6 +470,7 @@ METRIC_NAMES = {
     "app_misconfigured": "RotationFailedInvalidClient",
     "failed.upstream": "RotationFailedUpstream",
     "failed.storage": "RotationFailedStorage",
+    "failed.deferred": "RotationDeferred",
     "failed.other": "RotationFailedOther",
 }
 

@@ -14,6 +14,14 @@ from chalicelib.oauth.xero_http import request
 PRACTICE_MANAGER = "PRACTICEMANAGER"
 
 
+class ConnectionsRateLimited(UpstreamError):
+    """429 from ``/connections``: a tenantless call, so the app-wide minute ran out (§1.8, §2.1)."""
+
+    def __init__(self, retry_after: int | None) -> None:
+        super().__init__("Xero connections endpoint answered 429", status=503)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class XeroConnection:
     id: str
@@ -55,6 +63,9 @@ def list_connections(
         )
     except requests.RequestException as exc:
         raise UpstreamError("Xero connections endpoint unreachable") from exc
+    if response.status_code == 429:
+        retry_after = response.headers.get("Retry-After", "")
+        raise ConnectionsRateLimited(int(retry_after) if retry_after.isdigit() else None)
     if response.status_code != 200:
         raise UpstreamError(f"Xero connections endpoint answered {response.status_code}")
     try:

@@ -433,6 +433,13 @@ class RateGovernor:
         until, problem = max(reasons)
         return XpmRateLimited(_seconds_until(until, now), problem)
 
+    def count_app_call(self) -> None:
+        """Count one tenantless call (``GET /connections``, §1.8) in the app-minute window only,
+        or raise 429 ``appminute`` (window full, or blocked after Xero's 429). Additive, for the
+        rotation worker (oauth/pacing.py): no tenant slot or tenant window is involved."""
+        now = self._clock()
+        self._take_app_unit(self.windows("-", now)[2], now)
+
     # -- what Xero says ---------------------------------------------------------------------
 
     def tighten(self, tenant_id: str, headers: Mapping[str, str], counted: dict[str, int]) -> None:

@@ -56,3 +56,41 @@ def sandbox_accepts(sandbox: SandboxServer, refresh_token: str) -> bool:
 
 def events_of(vendor_id: str, event_type: str) -> list[Event]:
     return [e for e in Event.query(vendor_id) if e.type == event_type]
+
+
+def queue_url(queue: str) -> str:
+    from chalicelib.aws import aws_client
+    from chalicelib.config import get_settings
+
+    sqs = aws_client("sqs")
+    return str(sqs.get_queue_url(QueueName=get_settings().queue_name(queue))["QueueUrl"])
+
+
+def receive_all(queue: str) -> list[dict[str, Any]]:
+    """Every message now visible on ``queue`` (they stay in flight until deleted)."""
+    from chalicelib.aws import aws_client
+
+    sqs = aws_client("sqs")
+    messages: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url(queue), MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        if not batch.get("Messages"):
+            return messages
+        messages.extend(batch["Messages"])
+
+
+def lambda_event(queue: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The SQS event Lambda would hand the queue's handler for ``messages``."""
+    from chalicelib.config import get_settings
+    from xpmb.pump import _sqs_record
+
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{get_settings().queue_name(queue)}"
+    return {"Records": [_sqs_record(m, arn, "us-east-1") for m in messages]}
+
+
+def xero_current_refresh_token(sandbox: SandboxServer, previous: str) -> str:
+    """The refresh token the sandbox issued when it rotated ``previous``."""
+    with sandbox.state.lock:
+        return next(
+            g.refresh_token for g in sandbox.state.grants.values() if g.previous_refresh_token == previous
+        )

@@ -285,12 +285,17 @@ def test_fifty_concurrent_searches_on_an_expired_token_refresh_once(
     assert calls(connected.sandbox).get("identity.token.refresh", 0) == before + 1
 
 
-def test_token_expired_at_xero_triggers_one_refresh_and_retry(connected: BrokerUnderTest) -> None:
+def test_token_expired_at_xero_triggers_one_refresh_and_retry(
+    connected: BrokerUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
     requests.post(f"{connected.sandbox.url}/_sandbox/clock/advance", json={"seconds": 1900}, timeout=5)
     before = calls(connected.sandbox).get("identity.token.refresh", 0)
+    capsys.readouterr()
     response = connected.signed("GET", "/v1/tenants/firm-1/xpm/clients?search=bloggs")
     assert response.status_code == 200, response.body
     assert calls(connected.sandbox).get("identity.token.refresh", 0) == before + 1
+    points = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"Refreshes"' in line]
+    assert [(p["service"], p["outcome"], p["Refreshes"]) for p in points] == [("refresh", "refreshed", [1.0])]
 
 
 def test_lost_permission_marks_the_connection_and_answers_409(connected: BrokerUnderTest) -> None:
@@ -427,12 +432,17 @@ def test_token_expiry_mid_push_refreshes_and_carries_on(connected: BrokerUnderTe
     assert calls(connected.sandbox).get("identity.token.refresh", 0) == before + 1
 
 
-def test_invalid_grant_during_a_push_fails_it_and_flags_the_connection(connected: BrokerUnderTest) -> None:
+def test_invalid_grant_during_a_push_fails_it_and_flags_the_connection(
+    connected: BrokerUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
     push_id = _simple_push(connected, "t3")
     connection = Connection.get(connected.vendor.vendor_id, "firm-1")
     Grant.get(connection.grant_id).update(actions=[Grant.access_expires_at.set(time.time() - 5)])
     arm_fault(connected.sandbox, "token.refresh", "invalid_grant")
+    capsys.readouterr()
     _drain_pushes(connected)
+    points = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"Refreshes"' in line]
+    assert [p["outcome"] for p in points] == ["invalid_grant.revoked"]
     job = _job(connected, push_id)
     assert job["status"] == "failed"
     assert job["error"] == "connection_not_active"

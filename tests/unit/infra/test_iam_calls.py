@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,7 @@ import pytest
 
 from chalicelib.config import get_settings
 from chalicelib.oauth.models import Grant
+from chalicelib.oauth.rescue import send_rescue
 from chalicelib.tenants.models import Connection
 from infra.iam import FUNCTIONS, allows, policy_document
 from tests.functional.broker import BrokerUnderTest
@@ -126,6 +128,14 @@ def recorded(broker: BrokerUnderTest, monkeypatch: pytest.MonkeyPatch, receiver_
             _drain(pump)
         finally:
             xero_app.client_secret = secret
+
+        # A rescue message (what a refresh sends when DynamoDB takes neither the pair nor its
+        # parking) reaches the token_rescue worker; this one is stale, so it is read and dropped.
+        grant = Grant.get(grant_id, consistent_read=True)
+        with acting_as("rotation_worker"):
+            assert send_rescue(grant, "iam-journey", grant.token_ct, time.time())
+        Grant(grant_id).update(actions=[Grant.version.add(1)])
+        assert _drain(pump) == 1
 
         with acting_as("api_handler"):
             response = broker.signed("DELETE", "/v1/tenants/firm-2/connection")
