@@ -212,3 +212,6 @@ def test_functions_get_the_stage_environment_and_a_log_group() -> None:
         assert props["FunctionName"] == {"Fn::Sub": f"${{AWS::StackName}}-{function}"}
         log_group = resources[f"{function_id(function)}Logs"]["Properties"]
         assert log_group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{function}"}
+        # Signature rejections are audited in these logs only (docs/security.md, area 8): the
+        # DSPANZ bar is 12 months of audit logs (security-checklist C5: >= 400 days).
+        assert log_group["RetentionInDays"] >= 400
