@@ -17,7 +17,7 @@ class AuditRecord(BrokerModel):
     audit_id = UnicodeAttribute(range_key=True)
     action = UnicodeAttribute()
     outcome = UnicodeAttribute()  # success | failure
-    actor = UnicodeAttribute()  # "vendor:<key id>", "xero-user:<id>", "operator", "system"
+    actor = UnicodeAttribute()  # "vendor-key:<key id>", "xero-user:<id>", "operator", "system"
     tenant_ref = UnicodeAttribute(null=True)
     detail = MapAttribute[str, Any](null=True)
     at = NumberAttribute()

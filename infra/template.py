@@ -24,7 +24,9 @@ from infra.iam import FUNCTIONS, function_id, function_name, logical_id, queue_i
 NAMES_ONLY = "https://template.invalid"
 
 ALARM_TOPIC = "AlarmTopic"
-LOG_RETENTION_DAYS = {"dev": 14, "prod": 90}
+# prod: 400 days, because the logs hold audit evidence (signature rejections; docs/security.md,
+# area 8) and the DSPANZ bar for audit logs is 12 months (security-checklist C5).
+LOG_RETENTION_DAYS = {"dev": 14, "prod": 400}
 # Hourly sums above which a rotation failure class pages someone (see docs/operator.md).
 ROTATION_FAILURE_THRESHOLDS = {
     "RotationFailedUpstream": 5,  # Xero 5xx/timeouts: retried by SQS; a few an hour are noise

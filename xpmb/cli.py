@@ -21,6 +21,16 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], lines: list[str]) -
         print("\n".join(lines))
 
 
+def _principal() -> str | None:
+    """The AWS identity running the CLI (STS GetCallerIdentity), for the audit rows; best effort."""
+    from chalicelib.aws import aws_client
+
+    try:
+        return str(aws_client("sts").get_caller_identity()["Arn"])
+    except Exception:  # no STS answer must not stop the operator: the row then says "operator" only
+        return None
+
+
 def _dev(_: argparse.Namespace) -> int:
     from xpmb.devstack import run
 
@@ -51,6 +61,7 @@ def _vendors_create(args: argparse.Namespace) -> int:
         scopes=args.scopes,
         require_mfa_attestation=args.require_mfa_attestation,
         allow_sensitive_fields=args.allow_sensitive_fields,
+        principal=_principal(),
     )
     payload = {
         "vendor_id": created.vendor_id,
@@ -75,7 +86,7 @@ def _vendors_create(args: argparse.Namespace) -> int:
 def _keys_rotate(args: argparse.Namespace) -> int:
     from chalicelib.tenants.vendors import rotate_key
 
-    key = rotate_key(args.vendor_id)
+    key = rotate_key(args.vendor_id, principal=_principal())
     payload = {"vendor_id": args.vendor_id, "key_id": key.key_id, "key_secret": key.key_secret}
     _emit(
         args,
@@ -92,7 +103,7 @@ def _keys_rotate(args: argparse.Namespace) -> int:
 def _keys_revoke(args: argparse.Namespace) -> int:
     from chalicelib.tenants.vendors import revoke_key
 
-    revoke_key(args.vendor_id, args.key_id)
+    revoke_key(args.vendor_id, args.key_id, principal=_principal())
     _emit(
         args,
         {"vendor_id": args.vendor_id, "key_id": args.key_id, "status": "revoked"},

@@ -58,12 +58,17 @@ def _reject_repeated_fields(event_dict: Mapping[str, Any]) -> None:
 
 def _log_rejection(rejection: SignatureRejected, method: str, event_dict: Mapping[str, Any]) -> None:
     # B8 + C4: the reason and identifiers only; never the secret, the signature or the body.
-    path = event_dict.get("path") or (event_dict.get("requestContext") or {}).get("path")
+    # This line is the audit record of a rejection (docs/security.md, area 8): not a DynamoDB
+    # row, so an unauthenticated caller cannot turn its requests into table writes.
+    context = event_dict.get("requestContext") or {}
+    path = event_dict.get("path") or context.get("path")
+    source_ip = (context.get("identity") or {}).get("sourceIp")
     logger.info(
-        "request signature rejected: %s (key_id=%s, %s %s)",
+        "request signature rejected: %s (key_id=%s, %s %s from %s)",
         rejection.reason,
         rejection.key_id,
         method,
         path,
-        extra={"auth_reason": rejection.reason, "key_id": rejection.key_id},
+        source_ip,
+        extra={"auth_reason": rejection.reason, "key_id": rejection.key_id, "source_ip": source_ip},
     )

@@ -336,6 +336,10 @@ def test_logs_name_the_reason_but_never_a_secret_signature_or_body(
     assert "nonce already used" in messages[0]
     assert "candidate target URIs" in messages[1]
     assert "content digest" in messages[2]
+    # Each line is the audit record of a rejection: what, the key it claimed, where from.
+    records = [r for r in caplog.records if r.name == "xpmb.auth"]
+    assert [getattr(r, "source_ip", None) for r in records] == ["127.0.0.1"] * 3
+    assert [getattr(r, "key_id", None) for r in records] == [KEY_ID] * 3
     leaked = caplog.text + "".join(r.body.decode() for r in responses)
     for canary in (SECRET.decode(), forged_secret.decode(), good.signature, forged.signature, "body-canary"):
         assert canary not in leaked

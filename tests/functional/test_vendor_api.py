@@ -7,7 +7,7 @@ import json
 import pytest
 
 from chalicelib.tenants.models import Connection
-from tests.functional.broker import RETURN_URL, BrokerUnderTest, broker_fixture
+from tests.functional.broker import RETURN_URL, BrokerUnderTest, broker_fixture, make_vendor
 
 
 def test_unsigned_and_badly_signed_requests_get_one_uniform_401(broker: BrokerUnderTest) -> None:
@@ -86,6 +86,13 @@ def test_tenant_listing_pages_and_filters(broker: BrokerUnderTest) -> None:
     assert broker.signed("GET", "/v1/tenants?status=bogus").json_body["code"] == "invalid_request"
     assert broker.signed("GET", "/v1/tenants?limit=0").json_body["code"] == "invalid_request"
     assert broker.signed("GET", "/v1/tenants?cursor=Zm9v").json_body["code"] == "invalid_cursor"
+    # A cursor is bound to the vendor that got it: another vendor cannot page from it.
+    other = make_vendor(name="Other", xero_client_id="x", xero_client_secret="y", return_urls=[RETURN_URL])
+    Connection(other.vendor_id, "theirs-1", status="active", updated_at=1.0).save()
+    Connection(other.vendor_id, "theirs-2", status="active", updated_at=1.0).save()
+    theirs = broker.signed("GET", "/v1/tenants?limit=1", vendor=other).json_body["next_cursor"]
+    assert theirs
+    assert broker.signed("GET", f"/v1/tenants?cursor={theirs}").json_body["code"] == "invalid_cursor"
 
 
 def test_status_of_an_unknown_tenant_is_404(broker: BrokerUnderTest) -> None:

@@ -7,6 +7,7 @@ import json
 import boto3
 import pytest
 
+from chalicelib.audit import AuditRecord
 from chalicelib.config import get_settings
 from chalicelib.crypto import reset_cipher
 from chalicelib.tenants.models import Connection, VendorKey
@@ -71,6 +72,80 @@ def test_keys_rotate_allows_two_active_keys_then_revoke(
     assert {k.key_id for k in active_keys(vendor_id)} == {rotated["key_id"]}
     assert main(["vendors", "keys", "revoke", "v_other", rotated["key_id"]]) == 1
     assert "key_not_found" in capsys.readouterr().err
+
+
+def _audit_rows(vendor_id: str) -> list[AuditRecord]:
+    return list(AuditRecord.query(vendor_id, consistent_read=True))
+
+
+def test_operator_actions_are_audited_without_secrets(stack: str, capsys: pytest.CaptureFixture[str]) -> None:
+    created = _create(capsys, "--allow-sensitive-fields")
+    vendor_id = created["vendor_id"]
+    (row,) = _audit_rows(vendor_id)
+    assert (row.action, row.actor, row.outcome, row.tenant_ref) == (
+        "vendor.created",
+        "operator",
+        "success",
+        None,
+    )
+    assert row.detail["key_id"] == created["key_id"]
+    assert row.detail["allow_sensitive_fields"] is True
+    assert row.detail["require_mfa_attestation"] is False
+    assert row.detail["principal"].startswith("arn:aws:")  # who ran the CLI (STS GetCallerIdentity)
+
+    assert main(["vendors", "keys", "rotate", vendor_id, "--json"]) == 0
+    rotated = json.loads(capsys.readouterr().out)
+    assert main(["vendors", "keys", "revoke", vendor_id, created["key_id"]]) == 0
+    rows = _audit_rows(vendor_id)  # audit ids sort by time
+    assert [(r.action, r.actor, r.outcome) for r in rows] == [
+        ("vendor.created", "operator", "success"),
+        ("vendor_key.issued", "operator", "success"),
+        ("vendor_key.revoked", "operator", "success"),
+    ]
+    assert rows[1].detail["key_id"] == rotated["key_id"]
+    assert sorted(rows[1].detail["active_keys"]) == sorted([created["key_id"], rotated["key_id"]])
+    assert rows[2].detail["key_id"] == created["key_id"]
+    revoked_at = VendorKey.get(created["key_id"]).revoked_at
+
+    # Refused or no-op commands change nothing and add no row.
+    assert main(["vendors", "keys", "revoke", vendor_id, created["key_id"]]) == 0
+    assert VendorKey.get(created["key_id"]).revoked_at == revoked_at
+    assert main(["vendors", "keys", "revoke", vendor_id, "vk_nobody"]) == 1
+    assert main(["vendors", "keys", "rotate", vendor_id]) == 0
+    assert main(["vendors", "keys", "rotate", vendor_id]) == 1  # too_many_keys
+    capsys.readouterr()
+    assert [r.action for r in _audit_rows(vendor_id)].count("vendor_key.issued") == 2
+    assert len(_audit_rows(vendor_id)) == 4
+
+    stored = json.dumps(
+        [r.attribute_values | {"detail": r.detail.as_dict()} for r in _audit_rows(vendor_id)], default=str
+    )
+    for secret in (
+        created["key_secret"],
+        rotated["key_secret"],
+        created["webhook_secret"],
+        "xero-secret-canary-91",
+    ):
+        assert secret not in stored
+
+
+def test_without_an_sts_answer_the_cli_still_acts_and_audits_the_operator(
+    stack: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """STS refusing GetCallerIdentity (e.g. an SCP) must not block the operator."""
+    from botocore.stub import Stubber
+
+    from chalicelib.aws import aws_client
+
+    vendor_id = _create(capsys)["vendor_id"]
+    with Stubber(aws_client("sts")) as sts:
+        sts.add_client_error("get_caller_identity", "AccessDenied", http_status_code=403)
+        assert main(["vendors", "keys", "rotate", vendor_id, "--json"]) == 0
+        sts.assert_no_pending_responses()
+    key_id = json.loads(capsys.readouterr().out)["key_id"]
+    row = _audit_rows(vendor_id)[-1]
+    assert (row.action, row.actor, row.detail["key_id"]) == ("vendor_key.issued", "operator", key_id)
+    assert "principal" not in row.detail
 
 
 def test_bad_return_urls_are_refused(stack: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -240,3 +240,47 @@ def test_unsigned_calls_are_refused(broker: BrokerUnderTest) -> None:
             path, headers={"Content-Type": "application/json"}, body=b"{}"
         )
         problem(response, 401, "invalid_signature")
+
+
+def test_endpoint_changes_are_audited_without_secrets(broker: BrokerUnderTest, receiver: Receiver) -> None:
+    """PUT, secret:rotate, disabling and redelivery each write one audit row naming the key used."""
+    from chalicelib.audit import AuditRecord
+    from chalicelib.webhooks.delivery import Deliverer
+    from chalicelib.webhooks.dispatch import AttemptMessage
+    from chalicelib.webhooks.endpoint import disable_endpoint
+
+    vendor_id = broker.vendor.vendor_id
+    caller = f"vendor-key:{broker.vendor.key_id}"
+
+    def rows() -> list[AuditRecord]:
+        return [r for r in AuditRecord.query(vendor_id, consistent_read=True) if r.action != "vendor.created"]
+
+    broker.signed(
+        "PUT", "/v1/webhook-endpoint", json_body={"url": receiver.url, "event_types": ["push.failed"]}
+    )
+    rotated = body(broker.signed("POST", "/v1/webhook-endpoint/secret:rotate"))
+    assert disable_endpoint(Vendor.get(vendor_id), "gone", time.time())
+    problem(
+        broker.signed("PUT", "/v1/webhook-endpoint", json_body={"url": "https://10.0.0.1/"}),
+        422,
+        "invalid_url",
+    )
+    broker.signed("PUT", "/v1/webhook-endpoint", json_body={"url": receiver.url})
+    (event,) = write_events(vendor_id, 1, time.time())
+    Deliverer().deliver(AttemptMessage(vendor_id, event.event_id, 1))
+    assert broker.signed("POST", f"/v1/events/{event.event_id}/redeliver").status_code == 202
+
+    audited = rows()
+    assert [(r.action, r.actor, r.outcome) for r in audited] == [
+        ("webhook_endpoint.updated", caller, "success"),
+        ("webhook_secret.rotated", caller, "success"),
+        ("webhook_endpoint.disabled", "system", "failure"),
+        ("webhook_endpoint.updated", caller, "success"),  # the refused PUT changed nothing
+        ("event.redelivered", caller, "success"),
+    ]
+    assert audited[0].detail.as_dict() == {"host": "127.0.0.1", "event_types": 1}
+    assert audited[2].detail.as_dict() == {"reason": "gone", "host": "127.0.0.1"}
+    assert audited[4].detail.as_dict() == {"event_id": event.event_id}
+    stored = json.dumps([dict(r.attribute_values, detail=r.detail.as_dict()) for r in audited], default=str)
+    for secret in (broker.vendor.webhook_secret, rotated["secret"], broker.vendor.key_secret):
+        assert secret not in stored

@@ -24,7 +24,11 @@ def test_template_declares_every_table_and_queue_from_the_one_definition() -> No
     for table in TABLES:
         props = tables[f"xpmb-prod-{table.name}"]["Properties"]
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
-        assert props["SSESpecification"]["SSEEnabled"] is True
+        assert props["SSESpecification"] == {
+            "SSEEnabled": True,
+            "SSEType": "KMS",
+            "KMSMasterKeyId": {"Fn::GetAtt": ["TokenKey", "Arn"]},
+        }
         assert props["KeySchema"][0]["AttributeName"] == table.hash_key.name
         if table.ttl_attribute:
             assert props["TimeToLiveSpecification"] == {"AttributeName": table.ttl_attribute, "Enabled": True}
@@ -35,6 +39,8 @@ def test_template_declares_every_table_and_queue_from_the_one_definition() -> No
         main = queues[f"xpmb-prod-{queue.name}"]["Properties"]
         assert main["RedrivePolicy"]["maxReceiveCount"] == queue.max_receive_count
         assert f"xpmb-prod-{queue.dlq_name}" in queues
+        assert main["SqsManagedSseEnabled"] is True
+        assert queues[f"xpmb-prod-{queue.dlq_name}"]["Properties"]["SqsManagedSseEnabled"] is True
     key = resources["TokenKey"]["Properties"]
     assert key["EnableKeyRotation"] is True
     assert resources["TokenKeyAlias"]["Properties"]["AliasName"] == "alias/xpmb-prod"
@@ -212,3 +218,6 @@ def test_functions_get_the_stage_environment_and_a_log_group() -> None:
         assert props["FunctionName"] == {"Fn::Sub": f"${{AWS::StackName}}-{function}"}
         log_group = resources[f"{function_id(function)}Logs"]["Properties"]
         assert log_group["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{AWS::StackName}}-{function}"}
+        # Signature rejections are audited in these logs only (docs/security.md, area 8): the
+        # DSPANZ bar is 12 months of audit logs (security-checklist C5: >= 400 days).
+        assert log_group["RetentionInDays"] >= 400
