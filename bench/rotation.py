@@ -52,7 +52,8 @@ from bench.results import Outcome, Result, Target
 NAME = "rotation"
 APP_PER_MINUTE = 360  # the sandbox's app-wide limit for the throughput line
 PACE_SHARE = 0.95  # the broker's rotation rate, as a share of that limit
-GRANTS = 600
+# Issue 5 asks for 10,000; XPMB_BENCH_ROTATION_GRANTS lowers it for a shorter run (reported).
+GRANTS = int(os.environ.get("XPMB_BENCH_ROTATION_GRANTS", "10000"))
 QUICK_GRANTS = 150
 WORKERS = 5
 BATCH = 5
