@@ -7,6 +7,7 @@ from typing import Any
 from chalice import Chalice, Rate
 
 from chalicelib.config import queue_name_for_handlers
+from chalicelib.sync.routes import bp as sync_api
 from chalicelib.tenants.routes import bp as vendor_api
 from chalicelib.web import http
 from chalicelib.web.routes import bp as web_routes
@@ -16,6 +17,7 @@ app = Chalice(app_name="xpm-broker")
 app.register_blueprint(web_routes)
 app.register_blueprint(vendor_api)
 app.register_blueprint(xpm_api)
+app.register_blueprint(sync_api)
 http.install(app)
 
 
@@ -41,3 +43,19 @@ def rotation_worker(event: Any) -> dict[str, Any]:
     from chalicelib.oauth.rotation import handle_rotation_messages
 
     return handle_rotation_messages(event.to_dict(), event.context)
+
+
+@app.schedule(Rate(15, unit=Rate.MINUTES))
+def sync_planner(event: Any) -> dict[str, Any]:
+    """Start the change-feed syncs that are due (issue 6; XPMB_SYNC_INTERVAL_HOURS apart)."""
+    from chalicelib.sync.handlers import run_planner
+
+    return run_planner(event.to_dict(), event.context)
+
+
+@app.on_sqs_message(queue=queue_name_for_handlers("sync"), batch_size=1)
+def sync_worker(event: Any) -> dict[str, Any]:
+    """Run (or continue) one practice's sync; rate limits defer it with a delayed message."""
+    from chalicelib.sync.handlers import handle_sync_messages
+
+    return handle_sync_messages(event.to_dict(), event.context)

@@ -36,6 +36,7 @@ class Settings:
     xero_pkce: bool
     xpm_api_version: str = "3.0"
     extra: Mapping[str, str] = field(default_factory=dict)
+    sync_interval_seconds: float = 12 * 3600  # XPMB_SYNC_INTERVAL_HOURS: change feed (docs/sync.md)
 
     @property
     def is_local(self) -> bool:
@@ -85,7 +86,18 @@ def build_settings(env: Mapping[str, str] | None = None, **overrides: str) -> Se
         xero_scopes=source.get("XPMB_XERO_SCOPES", DEFAULT_SCOPES),
         xero_pkce=_truthy(source.get("XPMB_XERO_PKCE", "true")),
         xpm_api_version=version,
+        sync_interval_seconds=_sync_interval(source.get("XPMB_SYNC_INTERVAL_HOURS", "12")),
     )
+
+
+def _sync_interval(hours: str) -> float:
+    try:
+        value = float(hours)
+    except ValueError:
+        value = 0.0
+    if not 0.25 <= value <= 24 * 7:
+        raise ConfigurationError(f"XPMB_SYNC_INTERVAL_HOURS must be from 0.25 to 168, not {hours!r}")
+    return value * 3600
 
 
 @lru_cache(maxsize=1)
