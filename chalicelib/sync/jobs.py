@@ -61,6 +61,7 @@ WATERMARK_OVERLAP = 600.0  # modifiedsince starts this much before the previous 
 MAX_TRANSIENT_FAILURES = 5
 DEFINITIVE = ("connection_not_active", "tenant_not_found", "vendor_not_found", "app_misconfigured")
 SEND_BATCH = 10
+EVENT_COUNTS = ("created", "updated", "archived", "deleted", "unchanged", "fetched")
 
 
 def sync_not_found() -> BrokerError:
@@ -439,6 +440,9 @@ def finish(
         started = float(state.started_at or now)
         actions += [
             SyncState.last_completed_at.set(now),
+            # The next scheduled sync is an interval after this one, however this one started.
+            SyncState.sync_shard.set(sync_shard(state.vendor_id, state.tenant_ref)),
+            SyncState.next_sync_at.set(now + _interval()),
             SyncState.baseline_done.set(True),
             SyncState.xero_tenant_id.set(xero_tenant_id or ""),
             SyncState.watermark.set(started - WATERMARK_OVERLAP),
@@ -451,7 +455,7 @@ def finish(
         "status": status,
         "trigger": state.trigger,
         "initial": bool(state.initial),
-        "counts": {k: totals.get(k, 0) for k in ("created", "updated", "archived", "deleted", "unchanged")},
+        "counts": {k: totals.get(k, 0) for k in EVENT_COUNTS},
     }
     if error_code:
         data["error"] = error_code
