@@ -309,6 +309,15 @@ def _sync_schemas() -> dict[str, Any]:
                 },
                 "started": {"type": "boolean", "description": "POST only: false when joined."},
                 "trigger": {"type": ["string", "null"], "enum": ["schedule", "api", "cli", None]},
+                "mode": {
+                    "type": ["string", "null"],
+                    "enum": ["paged", "full_list", "modified_since", None],
+                    "description": "How XPM is read (docs/sync.md).",
+                },
+                "initial": {
+                    "type": ["boolean", "null"],
+                    "description": "The practice's first (baseline) sync: no per-client events.",
+                },
                 "requested_at": iso,
                 "started_at": iso,
                 "finished_at": iso,

@@ -431,6 +431,8 @@ def finish(
         SyncState.page_token.remove(),
         SyncState.phase.remove(),
     ]
+    if state.mode:
+        actions += [SyncState.mode.set(state.mode), SyncState.initial.set(bool(state.initial))]
     if error_code:
         actions.append(SyncState.error_code.set(error_code))
     if error_code in {"connection_not_active", "tenant_not_found"}:

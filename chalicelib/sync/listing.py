@@ -37,6 +37,8 @@ def sync_view(state: SyncState | None, connection: Connection) -> dict[str, Any]
         "sync_id": state.sync_id,
         "status": state.status,
         "trigger": state.trigger,
+        "mode": state.mode,
+        "initial": state.initial,
         "requested_at": iso(state.requested_at),
         "started_at": iso(state.started_at),
         "finished_at": iso(state.finished_at),
