@@ -203,6 +203,7 @@ class SyncRun:
     def _full_list(self) -> None:
         clients = self._call(lambda c: c.list_clients())
         self._apply(clients)
+        self.checkpoint()
         listed = {str(c["uuid"]) for c in clients}
         gone = [u for u, entry in self._manifest().items() if entry.flag != DELETED and u not in listed]
         self._apply_deleted(sorted(gone))
@@ -210,6 +211,7 @@ class SyncRun:
     def _modified_since(self) -> None:
         since = datetime.fromtimestamp(float(self.state.watermark or 0), tz=UTC)
         self._apply(self._call(lambda c: c.list_clients(modified_since=since)))
+        self.checkpoint()
 
     # -- one XPM call -------------------------------------------------------------------------
     def _call(self, operation: Callable[[XpmClient], T]) -> T:

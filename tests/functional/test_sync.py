@@ -85,7 +85,9 @@ def test_first_sync_is_a_silent_baseline_of_every_client(broker: BrokerUnderTest
     assert all("tax_number" not in r.data for r in rows)  # never stored (checklist E10)
 
 
-def test_create_update_archive_give_exactly_one_event_each(broker: BrokerUnderTest, practice: Practice) -> None:
+def test_create_update_archive_give_exactly_one_event_each(
+    broker: BrokerUnderTest, practice: Practice
+) -> None:
     _sync(broker)
     active = practice.active()
     updated, archived = active[3]["UUID"], active[7]["UUID"]
@@ -155,7 +157,11 @@ def test_periodic_full_pass_finds_deleted_clients(
     completed = _sync(broker)
     assert sync_state(broker.vendor.vendor_id, TENANT).mode == "full_list"
     [event] = events(broker.vendor.vendor_id, *CLIENT_EVENTS)
-    assert (event.type, event.data["client_uuid"], event.data["deleted"]) == ("xpm.client.archived", gone, True)
+    assert (event.type, event.data["client_uuid"], event.data["deleted"]) == (
+        "xpm.client.archived",
+        gone,
+        True,
+    )
     assert completed["counts"]["deleted"] == 1
 
 
@@ -289,7 +295,9 @@ def test_the_governor_stops_a_sync_before_xero_would(
 def test_a_sync_leaves_the_reserve_to_vendors(
     broker: BrokerUnderTest, practice: Practice, paged: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    requests.put(f"{broker.sandbox.url}/_sandbox/limits", json={"per_minute": 8}, timeout=10).raise_for_status()
+    requests.put(
+        f"{broker.sandbox.url}/_sandbox/limits", json={"per_minute": 8}, timeout=10
+    ).raise_for_status()
     monkeypatch.setenv("XPMB_SYNC_MINUTE_RESERVE", "5")
     from chalicelib.sync.jobs import message_of, request_sync, run_message
 
