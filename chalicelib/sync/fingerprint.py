@@ -82,11 +82,11 @@ class Entry:
     flag: str
 
     def encode(self) -> str:
-        return f"{self.fingerprint}:{self.version}:{self.flag}"
+        return f"{self.fingerprint} {self.version} {self.flag}"
 
     @classmethod
     def decode(cls, value: str) -> Entry:
-        fp, version, flag = value.split(":")
+        fp, version, flag = value.split(" ")
         return cls(fp, int(version), flag)
 
     @property

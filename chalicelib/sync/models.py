@@ -11,14 +11,15 @@ part of the key, so a connection moved to another practice starts a fresh snapsh
 - ``state#{vendor_id}#{tenant_ref}`` — :class:`SyncState`: the schedule (``sync_shard`` +
   ``next_sync_at`` feed the sparse ``by_next_sync`` index the planner queries), the current run
   (id, status, lease, checkpoint) and the last finished one.
-- ``fp#{tenant_key}#{nn}`` — :class:`FingerprintBucket`: ``entries`` maps client UUID to
-  ``"{fingerprint}:{version}:{a|r|d}"`` (active, archived, deleted) for the clients whose UUID
-  hashes to bucket ``nn``. One BatchGet loads a whole practice's fingerprints, so a sync needs no
-  Query over the snapshot partition; each change updates its bucket entry in the same
-  transaction as the snapshot row and the event.
-- ``seen#{sync_id}#{page}`` — :class:`SeenPage`: the UUIDs one page of a paged pass returned, so
-  a pass resumed in another invocation still knows which clients disappeared (archived or
-  deleted: 3.1 ``paged-list`` lists neither). Expire after a week.
+- ``fp#{tenant_key}#{nnn}`` — :class:`FingerprintBucket`: ``entries``, one line
+  ``{uuid} {fingerprint} {version} {a|r|d}`` (active, archived, deleted) per client whose UUID
+  hashes to bucket ``nnn``, and ``rev`` (+1 on every write, the optimistic fence). Three
+  BatchGets load a whole practice's fingerprints, so a sync needs no Query over the snapshot
+  partition. A bucket is one packed string rather than a map: a change rewrites its bucket whole
+  inside the change's transaction (DynamoDB bills an update by the whole item either way).
+- ``seen#{sync_id}#{page}`` — :class:`SeenPage`: the UUIDs one page of a paged pass returned
+  (space-separated), so a pass resumed in another invocation still knows which clients
+  disappeared (archived or deleted: 3.1 ``paged-list`` lists neither). Expire after a week.
 """
 
 from __future__ import annotations
@@ -27,20 +28,13 @@ import hashlib
 import json
 from typing import Any
 
-from pynamodb.attributes import (
-    BooleanAttribute,
-    ListAttribute,
-    MapAttribute,
-    NumberAttribute,
-    TTLAttribute,
-    UnicodeAttribute,
-)
+from pynamodb.attributes import BooleanAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 
 from chalicelib.storage import BrokerModel
 
 SYNC_SHARDS = 4
-FINGERPRINT_BUCKETS = 64  # 400 KB items hold ~5,000 entries each: ~300,000 clients a practice
+FINGERPRINT_BUCKETS = 256  # ~60 bytes an entry, 400 KB an item: ~1.5 million clients a practice
 
 ACTIVE, ARCHIVED, DELETED = "a", "r", "d"
 
@@ -63,7 +57,7 @@ def bucket_of(client_uuid: str) -> int:
 
 
 def bucket_key(tenant_key: str, bucket: int) -> str:
-    return f"fp#{tenant_key}#{bucket:02d}"
+    return f"fp#{tenant_key}#{bucket:03d}"
 
 
 class StatesByNextSync(GlobalSecondaryIndex["SyncState"]):
@@ -130,14 +124,15 @@ class FingerprintBucket(BrokerModel):
     logical_table = "syncs"
 
     sync_key = UnicodeAttribute(hash_key=True)
-    entries: MapAttribute[str, Any] = MapAttribute(default=dict)
+    entries = UnicodeAttribute(default="")
+    rev = NumberAttribute(default=0)
 
 
 class SeenPage(BrokerModel):
     logical_table = "syncs"
 
     sync_key = UnicodeAttribute(hash_key=True)
-    uuids = ListAttribute(of=UnicodeAttribute, default=list)
+    uuids = UnicodeAttribute(default="")
     expires_at_ttl = TTLAttribute(null=True)
 
 

@@ -1,9 +1,17 @@
 """The change feed's reads and writes: fingerprints, snapshot rows, seen pages, change transactions.
 
-Every write of a change to an *established* snapshot is one ``TransactWriteItems`` holding the
-snapshot row, its bucket entry and its outbox event (checklist E9): a change is never stored
-without its event, nor announced without being stored. The baseline (a practice's first pass)
-announces nothing per client, so its rows go by BatchWriteItem and its buckets whole.
+What the broker has announced about a client is its fingerprint entry (version and state) in a
+bucket; a change is announced by ONE ``TransactWriteItems`` that rewrites the client's bucket
+(fenced on the bucket's ``rev``) and puts the outbox event (checklist E9): a fingerprint never
+moves without its event, and an event never exists without its fingerprint.
+
+The snapshot row (the client's fields, what the listing serves) is written just before that
+transaction, outside it: the row table holds a whole practice (20,000+ items), and rows need no
+fence (one lease holder writes them). A crash between row and transaction leaves new data whose
+event the next sync announces (the fingerprint still differs): late, never lost, never doubled.
+
+The baseline (a practice's first pass) announces nothing per client, so its rows go by
+BatchWriteItem and its buckets whole at checkpoints.
 """
 
 from __future__ import annotations
@@ -28,22 +36,22 @@ from chalicelib.sync.models import (
 from chalicelib.webhooks.models import outbox_event
 
 SEEN_RETENTION = 7 * 86400
-# A change is 2 items (row, event) plus its bucket's update (shared by changes in one bucket):
-# 30 changes stay under TransactWriteItems' 100 items.
-CHANGES_PER_TRANSACTION = 30
+# Two items a change at most (event, bucket): 40 changes stay under TransactWriteItems' 100
+# items, and 40 rewritten buckets of a large practice well under its 4 MB.
+CHANGES_PER_TRANSACTION = 40
 
 
 class SnapshotConflict(Exception):
-    """Another writer changed a client between our read and our write (the lease should prevent it)."""
+    """A bucket changed under us (another writer; the lease should prevent it): retry the run."""
 
 
 @dataclass
 class Manifest:
-    """Every client's last fingerprint, by bucket (one BatchGet loads a practice)."""
+    """Every client's last fingerprint entry, by bucket (three BatchGets load a practice)."""
 
     tenant_key: str
     buckets: dict[int, dict[str, str]] = field(default_factory=dict)
-    existing: set[int] = field(default_factory=set)
+    revs: dict[int, int] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)
 
     def get(self, client_uuid: str) -> Entry | None:
@@ -60,8 +68,21 @@ class Manifest:
             for client_uuid, value in entries.items():
                 yield client_uuid, Entry.decode(value)
 
+    def packed(self, bucket: int) -> str:
+        entries = self.buckets.get(bucket, {})
+        return "\n".join(f"{u} {v}" for u, v in sorted(entries.items()))
+
     def __len__(self) -> int:
         return sum(len(entries) for entries in self.buckets.values())
+
+
+def _unpack(text: str) -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        client_uuid, _, value = line.partition(" ")
+        if client_uuid and value:
+            entries[client_uuid] = value
+    return entries
 
 
 def load_manifest(tenant_key: str) -> Manifest:
@@ -70,30 +91,34 @@ def load_manifest(tenant_key: str) -> Manifest:
     try:
         for bucket in FingerprintBucket.batch_get(keys, consistent_read=True):
             number = int(bucket.sync_key.rsplit("#", 1)[1])
-            manifest.existing.add(number)
-            entries: dict[str, str] = bucket.entries.as_dict() if bucket.entries else {}  # type: ignore[no-untyped-call]
-            manifest.buckets[number] = dict(entries)
+            manifest.revs[number] = int(bucket.rev or 0)
+            manifest.buckets[number] = _unpack(bucket.entries or "")
     except PynamoDBException as exc:
         raise StorageUnavailable() from exc
     return manifest
 
 
-def flush_buckets(manifest: Manifest, *, create_missing: bool = False) -> int:
-    """Write the dirty buckets whole (baseline only: nothing else writes them meanwhile);
-    ``create_missing`` also writes every bucket not stored yet, empty ones included."""
-    numbers = set(manifest.dirty)
-    if create_missing:
-        numbers |= set(range(FINGERPRINT_BUCKETS)) - manifest.existing
+def _bucket(manifest: Manifest, number: int) -> FingerprintBucket:
+    return FingerprintBucket(
+        bucket_key(manifest.tenant_key, number),
+        entries=manifest.packed(number),
+        rev=manifest.revs.get(number, 0) + 1,
+    )
+
+
+def flush_buckets(manifest: Manifest) -> int:
+    """Write the dirty buckets whole (baseline only: the lease holder is the only writer)."""
+    numbers = sorted(manifest.dirty)
     if not numbers:
         return 0
     try:
         with FingerprintBucket.batch_write() as batch:
-            for number in sorted(numbers):
-                entries = manifest.buckets.get(number, {})
-                batch.save(FingerprintBucket(bucket_key(manifest.tenant_key, number), entries=entries))
+            for number in numbers:
+                batch.save(_bucket(manifest, number))
     except PynamoDBException as exc:
         raise StorageUnavailable() from exc
-    manifest.existing |= numbers
+    for number in numbers:
+        manifest.revs[number] = manifest.revs.get(number, 0) + 1
     manifest.dirty.clear()
     return len(numbers)
 
@@ -125,75 +150,60 @@ class Change:
     event_data: dict[str, Any] | None = None
 
 
-def _row(tenant_key: str, change: Change, now: float) -> ClientSnapshot:
-    return ClientSnapshot(
-        tenant_key,
-        change.client_uuid,
-        data_json=canonical(change.snapshot),
-        fingerprint=change.entry.fingerprint,
-        version=change.entry.version,
-        updated_at=now,
-    )
-
-
-def write_baseline(manifest: Manifest, changes: list[Change], now: float) -> None:
-    """Rows by BatchWriteItem; bucket entries in memory, flushed at the next checkpoint."""
+def _write_rows(tenant_key: str, changes: list[Change], now: float) -> None:
     try:
         with ClientSnapshot.batch_write() as batch:
             for change in changes:
-                batch.save(_row(manifest.tenant_key, change, now))
+                batch.save(
+                    ClientSnapshot(
+                        tenant_key,
+                        change.client_uuid,
+                        data_json=canonical(change.snapshot),
+                        fingerprint=change.entry.fingerprint,
+                        version=change.entry.version,
+                        updated_at=now,
+                    )
+                )
     except PynamoDBException as exc:
         raise StorageUnavailable() from exc
+
+
+def write_baseline(manifest: Manifest, changes: list[Change], now: float) -> None:
+    """Rows by BatchWriteItem; bucket entries in memory, written at the next checkpoint."""
+    _write_rows(manifest.tenant_key, changes, now)
     for change in changes:
         manifest.dirty.add(manifest.set(change.client_uuid, change.entry))
 
 
 def write_changes(manifest: Manifest, vendor_id: str, changes: list[Change], now: float) -> None:
-    """Each chunk in one transaction: rows (fenced on the version we read), bucket entries, events."""
-    ensure_buckets(manifest, {bucket_of(c.client_uuid) for c in changes})
+    """Per chunk: the rows, then one transaction of the rewritten buckets and the events."""
     for start in range(0, len(changes), CHANGES_PER_TRANSACTION):
         chunk = changes[start : start + CHANGES_PER_TRANSACTION]
-        by_bucket: dict[int, list[Change]] = {}
+        _write_rows(manifest.tenant_key, chunk, now)
+        touched = sorted({bucket_of(c.client_uuid) for c in chunk})
+        before = {n: dict(manifest.buckets.get(n, {})) for n in touched}
         for change in chunk:
-            by_bucket.setdefault(bucket_of(change.client_uuid), []).append(change)
+            manifest.set(change.client_uuid, change.entry)
         try:
             with transaction() as tx:
-                for change in chunk:
-                    row = _row(manifest.tenant_key, change, now)
-                    condition: Any = (
-                        ClientSnapshot.client_uuid.does_not_exist()
-                        if change.previous is None
-                        else ClientSnapshot.version == change.previous.version
+                for number in touched:
+                    rev = manifest.revs.get(number, 0)
+                    fence: Any = (
+                        FingerprintBucket.sync_key.does_not_exist()
+                        if rev == 0
+                        else FingerprintBucket.rev == rev
                     )
-                    tx.save(row, condition=condition)
+                    tx.save(_bucket(manifest, number), condition=fence)
+                for change in chunk:
                     assert change.event_type is not None and change.event_data is not None
                     tx.save(outbox_event(vendor_id, change.event_type, change.event_data, now))
-                for number, in_bucket in by_bucket.items():
-                    tx.update(
-                        FingerprintBucket(bucket_key(manifest.tenant_key, number)),
-                        actions=[
-                            FingerprintBucket.entries[c.client_uuid].set(c.entry.encode()) for c in in_bucket
-                        ],
-                    )
         except PynamoDBException as exc:
+            manifest.buckets.update(before)  # not written: forget the in-memory entries
             if is_conditional_failure(exc):
                 raise SnapshotConflict() from exc
             raise StorageUnavailable() from exc
-        for change in chunk:
-            manifest.set(change.client_uuid, change.entry)
-
-
-def ensure_buckets(manifest: Manifest, numbers: set[int]) -> None:
-    """Create missing bucket items (empty) so entry updates have a map to write into."""
-    for number in sorted(numbers - manifest.existing):
-        try:
-            FingerprintBucket(bucket_key(manifest.tenant_key, number), entries={}).save(
-                condition=FingerprintBucket.sync_key.does_not_exist()
-            )
-        except PynamoDBException as exc:
-            if not is_conditional_failure(exc):
-                raise StorageUnavailable() from exc
-        manifest.existing.add(number)
+        for number in touched:
+            manifest.revs[number] = manifest.revs.get(number, 0) + 1
 
 
 def seen_key(sync_id: str, page: int) -> str:
@@ -203,7 +213,9 @@ def seen_key(sync_id: str, page: int) -> str:
 def save_seen(sync_id: str, page: int, uuids: list[str], now: float | None = None) -> None:
     at = time.time() if now is None else now
     try:
-        SeenPage(seen_key(sync_id, page), uuids=uuids, expires_at_ttl=ttl_at(at + SEEN_RETENTION)).save()
+        SeenPage(
+            seen_key(sync_id, page), uuids=" ".join(uuids), expires_at_ttl=ttl_at(at + SEEN_RETENTION)
+        ).save()
     except PynamoDBException as exc:
         raise StorageUnavailable() from exc
 
@@ -220,5 +232,5 @@ def load_seen(sync_id: str, pages: int) -> set[str]:
     if len(found) != len(keys):
         raise StorageUnavailable()  # a page record vanished: retry rather than call clients gone
     for page in found:
-        seen.update(str(u) for u in page.uuids or [])
+        seen.update((page.uuids or "").split())
     return seen
