@@ -64,10 +64,6 @@ SEND_BATCH = 10
 EVENT_COUNTS = ("created", "updated", "archived", "deleted", "unchanged", "fetched")
 
 
-def sync_not_found() -> BrokerError:
-    return BrokerError("sync_not_found", 404, "Sync not found", "No sync has been requested for this tenant.")
-
-
 # -- starting ------------------------------------------------------------------------------------
 
 
