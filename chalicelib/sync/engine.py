@@ -49,7 +49,8 @@ T = TypeVar("T")
 PAGED, FULL_LIST, MODIFIED_SINCE = "paged", "full_list", "modified_since"
 FETCH, VANISHED = "fetch", "vanished"
 CHUNK = 500  # clients compared (and old rows fetched) per step of a long list
-BASELINE_CHECKPOINT_PAGES = 10
+CHECKPOINT_PAGES = 10
+FLUSH_AT = 100  # pending changes written together (one BatchGet of their old rows)
 MINUTE_PAUSE = 60.0
 DAY_PAUSE = 3600.0
 
@@ -157,6 +158,10 @@ class SyncRun:
         self.counts: Counter[str] = Counter(state.counts())
         self.initial = bool(state.initial)
         self.manifest: Manifest | None = None
+        # Found since the last flush: changes (written with their events in few transactions)
+        # and the UUIDs of each page read (written at the checkpoint that moves past them).
+        self._pending: dict[str, tuple[dict[str, Any], str, Entry | None]] = {}
+        self._seen: list[tuple[int, list[str]]] = []
 
     # -- the passes ---------------------------------------------------------------------------
     def execute(self) -> None:
@@ -167,13 +172,22 @@ class SyncRun:
             self._full_list()
         else:
             self._modified_since()
-        if self.initial:
-            flush_buckets(self.manifest)
+        self._flush()
 
     def checkpoint(self) -> None:
-        if self.manifest is not None and self.initial:
-            flush_buckets(self.manifest)
+        """Write what was found since the last checkpoint, then the checkpoint itself."""
+        self._flush()
         self._checkpoint(self)
+
+    def _flush(self) -> None:
+        if self.manifest is None:
+            return
+        self._flush_pending()
+        if self._seen:
+            save_seen(self.sync_id, self._seen)
+            self._seen = []
+        if self.initial:
+            flush_buckets(self.manifest)
 
     def _paged(self) -> None:
         size = page_size()
@@ -182,15 +196,16 @@ class SyncRun:
             page, next_token = self._call(partial(XpmClient.paged_clients, page_size=size, page_token=token))
             self._apply(page)
             pages = int(self.state.pages or 0)
-            save_seen(self.sync_id, pages, [str(c["uuid"]) for c in page])
+            self._seen.append((pages, [str(c["uuid"]) for c in page]))
             self.state.pages = pages + 1
             self.state.page_token = next_token
             self.state.phase = FETCH if next_token else VANISHED
             self.counts["pages"] += 1
-            # A baseline's checkpoint writes every fingerprint bucket whole: every few pages
-            # (a resume re-reads at most that many, writing the same rows again, announcing nothing).
-            if not self.initial or not next_token or self.counts["pages"] % BASELINE_CHECKPOINT_PAGES == 0:
+            # Every few pages: a resume re-reads at most that many, and a page read again
+            # announces nothing again (its fingerprints were stored with their events).
+            if not next_token or self.counts["pages"] % CHECKPOINT_PAGES == 0:
                 self.checkpoint()
+        self._flush()
         seen = load_seen(self.sync_id, int(self.state.pages or 0))
         manifest = self._manifest()
         vanished = sorted(u for u, entry in manifest.items() if entry.listed and u not in seen)
@@ -207,7 +222,7 @@ class SyncRun:
     def _full_list(self) -> None:
         clients = self._call(lambda c: c.list_clients())
         self._apply(clients)
-        self.checkpoint()
+        self.checkpoint()  # written, so the manifest below is complete
         listed = {str(c["uuid"]) for c in clients}
         gone = [u for u, entry in self._manifest().items() if entry.flag != DELETED and u not in listed]
         self._apply_deleted(sorted(gone))
@@ -256,14 +271,25 @@ class SyncRun:
                 self.counts["unchanged"] += 1
                 continue
             candidates.append((client_uuid, snapshot, fp, previous))
-        if not candidates:
+        if self.initial:
+            write_baseline(manifest, [self._change(*c, None) for c in candidates], self._clock())
             return
-        before = {} if self.initial else old_snapshots(self.tenant_key, [c[0] for c in candidates if c[3]])
-        changes = [self._change(u, s, fp, prev, before.get(u)) for u, s, fp, prev in candidates]
-        self._write(changes)
+        for client_uuid, snapshot, fp, previous in candidates:
+            self._pending[client_uuid] = (snapshot, fp, previous)
+        if len(self._pending) >= FLUSH_AT:
+            self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        before = old_snapshots(self.tenant_key, [u for u, (_, _, prev) in pending.items() if prev])
+        changes = [self._change(u, s, fp, prev, before.get(u)) for u, (s, fp, prev) in pending.items()]
+        write_changes(self._manifest(), self.vendor_id, changes, self._clock())
 
     def _apply_deleted(self, uuids: list[str]) -> None:
         """Clients XPM no longer has: the last snapshot, marked deleted."""
+        self._flush_pending()
         manifest = self._manifest()
         doomed = [u for u in uuids if (e := manifest.get(u)) is not None and e.flag != DELETED]
         for start in range(0, len(doomed), CHUNK):

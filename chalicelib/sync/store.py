@@ -210,12 +210,19 @@ def seen_key(sync_id: str, page: int) -> str:
     return f"seen#{sync_id}#{page:05d}"
 
 
-def save_seen(sync_id: str, page: int, uuids: list[str], now: float | None = None) -> None:
+def save_seen(sync_id: str, pages: list[tuple[int, list[str]]], now: float | None = None) -> None:
+    """The UUIDs each of ``pages`` (number, UUIDs) listed, by BatchWriteItem."""
     at = time.time() if now is None else now
     try:
-        SeenPage(
-            seen_key(sync_id, page), uuids=" ".join(uuids), expires_at_ttl=ttl_at(at + SEEN_RETENTION)
-        ).save()
+        with SeenPage.batch_write() as batch:
+            for page, uuids in pages:
+                batch.save(
+                    SeenPage(
+                        seen_key(sync_id, page),
+                        uuids=" ".join(uuids),
+                        expires_at_ttl=ttl_at(at + SEEN_RETENTION),
+                    )
+                )
     except PynamoDBException as exc:
         raise StorageUnavailable() from exc
 

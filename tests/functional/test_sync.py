@@ -237,7 +237,7 @@ def _clear_governor_blocks() -> None:
 
 
 def test_a_429_mid_sync_resumes_at_the_page_it_stopped_at(
-    broker: BrokerUnderTest, practice: Practice, paged: None
+    broker: BrokerUnderTest, practice: Practice, paged: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chalicelib.sync.engine import Pacer
     from chalicelib.sync.jobs import acquire, drive, request_sync
@@ -249,23 +249,29 @@ def test_a_429_mid_sync_resumes_at_the_page_it_stopped_at(
         practice.patch(uuid, ReferralSource="Website")
     before = calls(broker.sandbox).get("xpm.client.paged-list", 0)
 
-    armed: list[bool] = []
+    from chalicelib.xpm.client import XpmClient
 
-    def after_page(counts: dict[str, int]) -> None:
-        if counts.get("pages") == 2 and not armed:  # Xero refuses the third page
+    real_page = XpmClient.paged_clients
+    pages_asked: list[str | None] = []
+
+    def page_then_refuse(client: XpmClient, page_size: int = 100, page_token: str | None = None) -> object:
+        pages_asked.append(page_token)
+        if len(pages_asked) == 3:  # Xero refuses the third page
             arm_fault(broker.sandbox, "xpm.client.paged-list", "rate_limit", retry_after=30)
-            armed.append(True)
+        return real_page(client, page_size, page_token)
 
+    monkeypatch.setattr(XpmClient, "paged_clients", page_then_refuse)
     state, _ = request_sync(broker.vendor.vendor_id, TENANT, "api", enqueue=False)
     leased = acquire(state.sync_key, str(state.sync_id), "lease_test", time.time())
     assert leased is not None
-    outcome = drive(leased, "lease_test", Pacer(), progress=after_page)
+    outcome = drive(leased, "lease_test", Pacer())
     assert (outcome.status, outcome.reason, outcome.delay) == ("deferred", "rate_limited:minute", 30)
     stored = sync_state(broker.vendor.vendor_id, TENANT)
     assert (stored.status, stored.pages, stored.page_token is not None) == ("running", 2, True)
     assert stored.lease_owner is None and stored.resume_at == pytest.approx(time.time() + 30, abs=5)
     assert sorted(u for _, u in client_events(broker.vendor.vendor_id)) == sorted(changed[:2])
 
+    monkeypatch.setattr(XpmClient, "paged_clients", real_page)
     _clear_governor_blocks()  # the 429 blocked the tenant for Retry-After: skip the wait
     outcomes = run_sync(broker.vendor.vendor_id, TENANT)  # joins the same run
     assert outcomes[-1].status == "completed"
