@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import requests
 
+from bench.aws_calls import recording_aws_calls
 from bench.context import RunContext
 from bench.measure import alternate
 from bench.results import Outcome, Result, Target
@@ -51,6 +52,8 @@ class SyncBench:
         self.sync_calls: list[int] = []
         self.raw_calls = 0
         self.active: list[str] = []
+        self.aws_seconds: list[float] = []
+        self.aws_operations: list[dict[str, int]] = []
 
     # -- setup ------------------------------------------------------------------------------
     def prepare(self) -> float:
@@ -89,9 +92,12 @@ class SyncBench:
     def measured_sync(self) -> float:
         self._change_one_percent()  # untimed
         before = self._client_events()
-        started = time.perf_counter()
-        counts = self._sync()
-        elapsed = time.perf_counter() - started
+        with recording_aws_calls() as aws:
+            started = time.perf_counter()
+            counts = self._sync()
+            elapsed = time.perf_counter() - started
+        self.aws_seconds.append(aws.seconds)
+        self.aws_operations.append(dict(aws.operations))
         self.events.append(self._client_events() - before)
         self.sync_calls.append(int(counts.get("xpm_calls", 0)))
         assert counts["updated"] == self.changed[-1], counts
@@ -175,10 +181,16 @@ def _results(bench: SyncBench, paired: Any, baseline_sync_seconds: float) -> lis
             "xpm_calls_sync": statistics.median(bench.sync_calls),
             "xpm_calls_raw_fetch": bench.raw_calls,
             "xpm_calls_ratio": statistics.median(call_ratios),
+            "aws_seconds": round(statistics.median(bench.aws_seconds), 2),
+            "seconds_excluding_aws": round(
+                statistics.median(m - a for m, a in zip(paired.measured, bench.aws_seconds, strict=True)), 2
+            ),
+            "aws_operations": bench.aws_operations[-1] if bench.aws_operations else {},
         },
         note=(
             f"sync of {len(bench.active):,} clients, {parameters['changed_per_round']} changed, vs a raw "
-            f"fetch of the same pages; first (baseline) sync {baseline_sync_seconds:.1f} s"
+            f"fetch of the same pages; {statistics.median(bench.aws_seconds):.1f} s of it in DynamoDB/SQS "
+            f"calls to moto; first (baseline) sync {baseline_sync_seconds:.1f} s"
         ),
     )
     events_result = Result(

@@ -469,8 +469,19 @@ def finish(
         if is_conditional_failure(exc):
             raise LeaseLost() from exc
         raise StorageUnavailable() from exc
+    if state.pages:
+        _forget_pages(str(state.sync_id), int(state.pages))
     logger.info("sync %s %s: %s", state.sync_id, status, data["counts"])
     return Outcome(status, reason=error_code or "", counts=totals)
+
+
+def _forget_pages(sync_id: str, pages: int) -> None:
+    from chalicelib.sync.store import forget_seen
+
+    try:
+        forget_seen(sync_id, pages)
+    except StorageUnavailable:
+        logger.warning("could not delete the page records of sync %s (TTL will)", sync_id)
 
 
 # -- the SQS worker --------------------------------------------------------------------------------

@@ -227,6 +227,16 @@ def save_seen(sync_id: str, pages: list[tuple[int, list[str]]], now: float | Non
         raise StorageUnavailable() from exc
 
 
+def forget_seen(sync_id: str, pages: int) -> None:
+    """Delete a finished pass's page records (TTL would, a week later)."""
+    try:
+        with SeenPage.batch_write() as batch:
+            for page in range(pages):
+                batch.delete(SeenPage(seen_key(sync_id, page)))
+    except PynamoDBException as exc:
+        raise StorageUnavailable() from exc
+
+
 def load_seen(sync_id: str, pages: int) -> set[str]:
     seen: set[str] = set()
     keys = [seen_key(sync_id, n) for n in range(pages)]
