@@ -109,6 +109,7 @@ class SyncState(BrokerModel):
     last_status = UnicodeAttribute(null=True)
     last_completed_at = NumberAttribute(null=True)
     last_counts_json = UnicodeAttribute(null=True)
+    expires_at_ttl = TTLAttribute(null=True)  # never set on a state (the table's TTL is for pages)
     by_next_sync = StatesByNextSync()
 
     def counts(self) -> dict[str, int]:
@@ -120,12 +121,36 @@ class SyncState(BrokerModel):
         return loaded
 
 
+# The other two kinds of item share the table, so their models declare its index and TTL
+# attribute too (tests/unit/test_models_match_resources.py); they never set the index's keys.
+class BucketsByNextSync(GlobalSecondaryIndex["FingerprintBucket"]):
+    class Meta:
+        index_name = "by_next_sync"
+        projection = AllProjection()
+
+    sync_shard = UnicodeAttribute(hash_key=True)
+    next_sync_at = NumberAttribute(range_key=True)
+
+
 class FingerprintBucket(BrokerModel):
     logical_table = "syncs"
 
     sync_key = UnicodeAttribute(hash_key=True)
     entries = UnicodeAttribute(default="")
     rev = NumberAttribute(default=0)
+    sync_shard = UnicodeAttribute(null=True)
+    next_sync_at = NumberAttribute(null=True)
+    expires_at_ttl = TTLAttribute(null=True)
+    by_next_sync = BucketsByNextSync()
+
+
+class PagesByNextSync(GlobalSecondaryIndex["SeenPage"]):
+    class Meta:
+        index_name = "by_next_sync"
+        projection = AllProjection()
+
+    sync_shard = UnicodeAttribute(hash_key=True)
+    next_sync_at = NumberAttribute(range_key=True)
 
 
 class SeenPage(BrokerModel):
@@ -133,7 +158,10 @@ class SeenPage(BrokerModel):
 
     sync_key = UnicodeAttribute(hash_key=True)
     uuids = UnicodeAttribute(default="")
+    sync_shard = UnicodeAttribute(null=True)
+    next_sync_at = NumberAttribute(null=True)
     expires_at_ttl = TTLAttribute(null=True)
+    by_next_sync = PagesByNextSync()
 
 
 class SnapshotsByUpdated(GlobalSecondaryIndex["ClientSnapshot"]):
