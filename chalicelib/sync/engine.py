@@ -9,9 +9,10 @@ Passes (xero-reference §3.3, §3.10):
 - ``modified_since`` (API 3.0 otherwise): ``client.api/list?modifiedsince=`` from the watermark
   (the previous pass's start less an overlap; fingerprints make re-reading harmless).
 
-Progress survives anything: after each page the fingerprints are stored and the checkpoint
-(page token, counts) saved, so a rate limit, a timeout or a crash resumes at the page it
-stopped at, and a page read twice announces nothing twice (its fingerprints match).
+Progress survives anything: every ``CHECKPOINT_PAGES`` pages, and before any deliberate stop,
+the changes found are written with their events and the checkpoint (page token, counts)
+saved, so a rate limit or the end of the invocation resumes at the page it stopped at, a crash
+at the last checkpoint, and a page read twice announces nothing twice (its fingerprints match).
 """
 
 from __future__ import annotations
@@ -237,13 +238,15 @@ class SyncRun:
         self.pacer.before_call()
         self.counts["xpm_calls"] += 1
         try:
-            return self.xpm.call(operation)
+            result = self.xpm.call(operation)
         except XpmRateLimited as limited:
             raise Defer(
                 float(limited.retry_after), f"rate_limited:{limited.problem or 'unknown'}"
             ) from limited
         finally:
             self.pacer.observe(self.xpm.client.last_rate_headers)
+        self.counts.pop("transient_failures", None)  # "in a row": a good answer resets it
+        return result
 
     # -- comparing and writing ----------------------------------------------------------------
     def _manifest(self) -> Manifest:

@@ -24,7 +24,7 @@ def _metrics() -> Any:
 
 def run_planner(event: Any = None, context: Any = None) -> dict[str, Any]:
     """The schedule: start a sync of every tenant due (``XPMB_SYNC_INTERVAL_HOURS`` apart)."""
-    from chalicelib.sync.jobs import plan_syncs
+    from chalicelib.sync.planner import plan_syncs
 
     report = plan_syncs()
     metrics = _metrics()

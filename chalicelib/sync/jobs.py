@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from chalicelib.sync.engine import (
     max_list_bytes,
     minute_reserve,
 )
-from chalicelib.sync.models import SYNC_SHARDS, SyncState, state_key, sync_shard
+from chalicelib.sync.models import SyncState, state_key, sync_shard
 from chalicelib.webhooks.models import outbox_event
 from chalicelib.xpm.errors import XpmUnavailable
 
@@ -60,7 +59,6 @@ MAX_SQS_DELAY = 900  # SQS DelaySeconds ceiling
 WATERMARK_OVERLAP = 600.0  # modifiedsince starts this much before the previous pass began
 MAX_TRANSIENT_FAILURES = 5
 DEFINITIVE = ("connection_not_active", "tenant_not_found", "vendor_not_found", "app_misconfigured")
-SEND_BATCH = 10
 EVENT_COUNTS = ("created", "updated", "archived", "deleted", "unchanged", "fetched")
 
 
@@ -93,7 +91,7 @@ def request_sync(
                     SyncState.vendor_id.set(vendor_id),
                     SyncState.tenant_ref.set(tenant_ref),
                     SyncState.sync_shard.set(sync_shard(vendor_id, tenant_ref)),
-                    SyncState.next_sync_at.set(SyncState.next_sync_at | (at + _interval())),
+                    SyncState.next_sync_at.set(SyncState.next_sync_at | (at + sync_interval())),
                     SyncState.sync_id.set(sync_id),
                     SyncState.status.set("queued"),
                     SyncState.trigger.set(trigger),
@@ -132,7 +130,7 @@ def _clear_run() -> list[Any]:
     ]
 
 
-def _interval() -> float:
+def sync_interval() -> float:
     return float(get_settings().sync_interval_seconds)
 
 
@@ -141,7 +139,7 @@ def message_of(state: SyncState) -> dict[str, str]:
     return {"sync_key": state.sync_key, "sync_id": state.sync_id}
 
 
-def _queue_url() -> str:
+def queue_url() -> str:
     sqs = aws_client("sqs")
     return str(sqs.get_queue_url(QueueName=get_settings().queue_name(QUEUE))["QueueUrl"])
 
@@ -157,7 +155,7 @@ def _enqueue_or_fail(state: SyncState, now: float) -> None:
 
 def send(message: dict[str, str], delay: float = 0) -> None:
     aws_client("sqs").send_message(
-        QueueUrl=_queue_url(),
+        QueueUrl=queue_url(),
         MessageBody=json.dumps(message),
         DelaySeconds=int(min(max(0, delay), MAX_SQS_DELAY)),
     )
@@ -175,75 +173,6 @@ def _finish_quietly(state: SyncState, code: str, now: float) -> None:
         )
     except PynamoDBException:
         logger.warning("could not mark sync %s failed", state.sync_id)
-
-
-# -- the planner ---------------------------------------------------------------------------------
-
-
-@dataclass
-class PlanReport:
-    due: int = 0
-    started: int = 0
-    joined: int = 0
-    enqueued: int = 0
-    queries: int = 0
-    sync_ids: list[str] = field(default_factory=list)
-
-
-def plan_syncs(now: float | None = None, *, enqueue: bool = True) -> PlanReport:
-    """Start a sync of every tenant due: one Query per shard of the sparse ``by_next_sync`` index."""
-    at = time.time() if now is None else now
-    report = PlanReport(queries=SYNC_SHARDS)
-    pending: list[dict[str, str]] = []
-    for shard in range(SYNC_SHARDS):
-        try:
-            due = list(SyncState.by_next_sync.query(f"s{shard}", SyncState.next_sync_at <= at))
-        except PynamoDBException as exc:
-            raise StorageUnavailable() from exc
-        for state in due:
-            report.due += 1
-            if not _move_schedule(state, at):
-                continue  # another planner run took it
-            started_state, started = request_sync(
-                state.vendor_id, state.tenant_ref, "schedule", at, enqueue=False
-            )
-            if not started:
-                report.joined += 1
-                continue
-            report.started += 1
-            report.sync_ids.append(str(started_state.sync_id))
-            pending.append(message_of(started_state))
-    if enqueue:
-        for start in range(0, len(pending), SEND_BATCH):
-            report.enqueued += _send_batch(pending[start : start + SEND_BATCH])
-    logger.info("sync planner: %d due, %d started, %d queued", report.due, report.started, report.enqueued)
-    return report
-
-
-def _move_schedule(state: SyncState, now: float) -> bool:
-    interval = _interval()
-    # A little jitter spreads practices connected together over the planner's runs.
-    upcoming = now + interval + random.uniform(0, min(600.0, interval * 0.02))  # noqa: S311
-    try:
-        SyncState(state.sync_key).update(
-            actions=[SyncState.next_sync_at.set(upcoming)], condition=SyncState.next_sync_at <= now
-        )
-    except PynamoDBException as exc:
-        if is_conditional_failure(exc):
-            return False
-        raise StorageUnavailable() from exc
-    return True
-
-
-def _send_batch(messages: list[dict[str, str]]) -> int:
-    sqs = aws_client("sqs")
-    entries = [{"Id": str(i), "MessageBody": json.dumps(m)} for i, m in enumerate(messages)]
-    result = sqs.send_message_batch(QueueUrl=_queue_url(), Entries=entries)
-    failed = result.get("Failed", [])
-    if failed:
-        # Their runs stay "queued" until STALE_AFTER; the next request or schedule restarts them.
-        logger.warning("sync planner: %d message(s) not queued", len(failed))
-    return len(entries) - len(failed)
 
 
 # -- driving a run -------------------------------------------------------------------------------
@@ -440,7 +369,7 @@ def finish(
             SyncState.last_completed_at.set(now),
             # The next scheduled sync is an interval after this one, however this one started.
             SyncState.sync_shard.set(sync_shard(state.vendor_id, state.tenant_ref)),
-            SyncState.next_sync_at.set(now + _interval()),
+            SyncState.next_sync_at.set(now + sync_interval()),
             SyncState.baseline_done.set(True),
             SyncState.xero_tenant_id.set(xero_tenant_id or ""),
             SyncState.watermark.set(started - WATERMARK_OVERLAP),

@@ -353,3 +353,45 @@ def test_duplicate_and_stale_messages_do_nothing(broker: BrokerUnderTest, practi
     other = {"sync_key": state.sync_key, "sync_id": "sync_0000000000000old"}
     assert run_message(other, deadline=None).status == "obsolete"
     assert calls(broker.sandbox).get("xpm.client.list", 0) == 0
+
+
+def test_xero_failing_defers_with_backoff_then_fails_the_sync(
+    broker: BrokerUnderTest, practice: Practice
+) -> None:
+    from chalicelib.sync.jobs import MAX_TRANSIENT_FAILURES, message_of, request_sync, run_message
+
+    arm_fault(broker.sandbox, "xpm.client.list", "server_error", count=MAX_TRANSIENT_FAILURES)
+    state, _ = request_sync(broker.vendor.vendor_id, TENANT, "api", enqueue=False)
+    delays = []
+    for _ in range(MAX_TRANSIENT_FAILURES - 1):
+        stored = sync_state(broker.vendor.vendor_id, TENANT)
+        outcome = run_message(message_of(state), deadline=None, now=float(stored.resume_at or time.time()))
+        assert (outcome.status, outcome.reason) == ("deferred", "upstream:http_5xx")
+        delays.append(outcome.delay)
+    assert delays == [60, 120, 240, 480]
+    stored = sync_state(broker.vendor.vendor_id, TENANT)
+    outcome = run_message(message_of(state), deadline=None, now=float(stored.resume_at or 0))
+    assert (outcome.status, outcome.reason) == ("failed", "upstream_unavailable")
+    done = last_completed(broker.vendor.vendor_id)
+    assert (done["status"], done["error"]) == ("failed", "upstream_unavailable")
+    assert sync_state(broker.vendor.vendor_id, TENANT).next_sync_at is not None  # still scheduled
+
+
+def test_a_message_early_for_its_deferred_run_waits_on_the_queue(
+    broker: BrokerUnderTest, practice: Practice
+) -> None:
+    from chalicelib.sync.jobs import message_of, request_sync, run_message
+    from chalicelib.sync.models import SyncState
+    from tests.functional.sync_helpers import queue_url
+
+    state, _ = request_sync(broker.vendor.vendor_id, TENANT, "api", enqueue=False)
+    SyncState(state.sync_key).update(actions=[SyncState.resume_at.set(time.time() + 3600)])
+    outcome = run_message(message_of(state), deadline=None)
+    assert outcome.status == "waiting" and outcome.delay == pytest.approx(3600, abs=5)
+    from chalicelib.aws import aws_client
+
+    attributes = aws_client("sqs").get_queue_attributes(
+        QueueUrl=queue_url(), AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # back on the queue, delayed
+    assert calls(broker.sandbox).get("xpm.client.list", 0) == 0

@@ -11,8 +11,8 @@ import pytest
 
 from app import app
 from chalicelib.sync.handlers import handle_sync_messages, run_planner
-from chalicelib.sync.jobs import plan_syncs
 from chalicelib.sync.models import SyncState
+from chalicelib.sync.planner import plan_syncs
 from tests.functional.broker import BrokerUnderTest, make_vendor
 from tests.functional.sync_helpers import (
     Practice,
