@@ -8,6 +8,7 @@ from chalice import Chalice, Rate
 
 from chalicelib.config import queue_name_for_handlers
 from chalicelib.observability import observe_event
+from chalicelib.sync.routes import bp as sync_api
 from chalicelib.tenants.routes import bp as vendor_api
 from chalicelib.web import http
 from chalicelib.web.routes import bp as web_routes
@@ -19,6 +20,7 @@ app.register_blueprint(web_routes)
 app.register_blueprint(vendor_api)
 app.register_blueprint(xpm_api)
 app.register_blueprint(webhook_api)
+app.register_blueprint(sync_api)
 http.install(app)
 app.register_middleware(observe_event, "all")
 
@@ -71,3 +73,19 @@ def token_rescue_worker(event: Any) -> dict[str, Any]:
     from chalicelib.oauth.rescue import handle_rescue_messages
 
     return handle_rescue_messages(event.to_dict(), event.context)
+
+
+@app.schedule(Rate(15, unit=Rate.MINUTES))
+def sync_planner(event: Any) -> dict[str, Any]:
+    """Start the change-feed syncs that are due (issue 6; XPMB_SYNC_INTERVAL_HOURS apart)."""
+    from chalicelib.sync.handlers import run_planner
+
+    return run_planner(event.to_dict(), event.context)
+
+
+@app.on_sqs_message(queue=queue_name_for_handlers("sync"), batch_size=1)
+def sync_worker(event: Any) -> dict[str, Any]:
+    """Run (or continue) one practice's sync; rate limits defer it with a delayed message."""
+    from chalicelib.sync.handlers import handle_sync_messages
+
+    return handle_sync_messages(event.to_dict(), event.context)

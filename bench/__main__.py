@@ -18,6 +18,7 @@ from bench import (
     proxy_overhead,
     rotation,
     signature_verification,
+    sync,
     webhook_fanout,
     xml_mapping,
 )
@@ -33,6 +34,7 @@ BENCHMARKS: tuple[ModuleType, ...] = (
     rotation,
     webhook_fanout,
     signature_verification,
+    sync,
 )
 
 

@@ -40,6 +40,7 @@ class Settings:
     # (docs/rotation.md), and on the local stage only the sandbox clock to follow for the demo.
     rotation_per_minute: int = 600
     xero_clock_url: str | None = None
+    sync_interval_seconds: float = 12 * 3600  # XPMB_SYNC_INTERVAL_HOURS: change feed (docs/sync.md)
 
     @property
     def is_local(self) -> bool:
@@ -95,6 +96,7 @@ def build_settings(env: Mapping[str, str] | None = None, **overrides: str) -> Se
         xpm_api_version=version,
         rotation_per_minute=_rotation_rate(source),
         xero_clock_url=_xero_clock_url(source, stage),
+        sync_interval_seconds=_sync_interval(source.get("XPMB_SYNC_INTERVAL_HOURS", "12")),
     )
 
 
@@ -111,6 +113,16 @@ def _xero_clock_url(source: Mapping[str, str], stage: str) -> str | None:
     if url and stage != "local":
         raise ConfigurationError("XPMB_XERO_CLOCK_URL is for the local stack only")
     return url
+
+
+def _sync_interval(hours: str) -> float:
+    try:
+        value = float(hours)
+    except ValueError:
+        value = 0.0
+    if not 0.25 <= value <= 24 * 7:
+        raise ConfigurationError(f"XPMB_SYNC_INTERVAL_HOURS must be from 0.25 to 168, not {hours!r}")
+    return value * 3600
 
 
 @lru_cache(maxsize=1)

@@ -182,19 +182,29 @@ def _xpm_paths() -> dict[str, Any]:
         "/v1/tenants/{tenant_ref}/xpm/clients": {
             "get": {
                 "operationId": "searchClients",
-                "summary": "Live XPM client search (at least 3 characters)",
+                "summary": "Live XPM client search (with search), or the synced client list (without)",
+                "description": (
+                    "With `search` (at least 3 characters): a live XPM search, `{clients}`. Without "
+                    "it: the change feed's snapshot (docs/sync.md), paged by `cursor`/`limit`, "
+                    "optionally only clients changed at or after `updated_since`; `synced: false` "
+                    "and an empty list until the first sync of the practice has finished."
+                ),
                 "parameters": [
                     TENANT_REF,
                     {
                         "name": "search",
                         "in": "query",
-                        "required": True,
+                        "required": False,
                         "schema": {"type": "string", "minLength": 3},
                     },
+                    *SYNCED_LIST_PARAMETERS,
                 ],
                 "responses": {
                     "200": {
-                        **_json_response("Matching clients.", _ref("ClientList")),
+                        **_json_response(
+                            "Matching clients (search), or a page of the synced list.",
+                            {"oneOf": [_ref("ClientList"), _ref("SyncedClientPage")]},
+                        ),
                         "headers": {"X-Request-Id": _request_id_header(), **RATE},
                     },
                     **_xpm_errors(),
@@ -238,6 +248,99 @@ def _xpm_paths() -> dict[str, Any]:
                 "parameters": [TENANT_REF, push_id],
                 "responses": {"200": _json_response("The job.", _ref("Push")), **_signed_errors()},
             }
+        },
+    }
+
+
+SYNCED_LIST_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+    },
+    {
+        "name": "updated_since",
+        "in": "query",
+        "required": False,
+        "description": "ISO 8601 date-time with a zone: only clients a sync saw change at or after it.",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+]
+
+
+def _sync_paths() -> dict[str, Any]:
+    return {
+        "/v1/tenants/{tenant_ref}/xpm/sync": {
+            "post": {
+                "operationId": "startSync",
+                "summary": "Sync the practice's clients now (the change feed); joins a sync in flight",
+                "parameters": [TENANT_REF],
+                "responses": {
+                    "202": _json_response(
+                        "The sync: a new one (started: true) or the one already queued or running.",
+                        _ref("SyncStatus"),
+                    ),
+                    **_xpm_errors(),
+                },
+            },
+            "get": {
+                "operationId": "getSync",
+                "summary": "The tenant's current or last sync",
+                "parameters": [TENANT_REF],
+                "responses": {"200": _json_response("The sync.", _ref("SyncStatus")), **_signed_errors()},
+            },
+        }
+    }
+
+
+def _sync_schemas() -> dict[str, Any]:
+    iso = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        "SyncStatus": {
+            "type": "object",
+            "required": ["sync_id", "status", "synced"],
+            "properties": {
+                "sync_id": {"type": ["string", "null"]},
+                "status": {
+                    "type": "string",
+                    "enum": ["not_started", "idle", "queued", "running", "completed", "failed"],
+                },
+                "started": {"type": "boolean", "description": "POST only: false when joined."},
+                "trigger": {"type": ["string", "null"], "enum": ["schedule", "api", "cli", None]},
+                "mode": {
+                    "type": ["string", "null"],
+                    "enum": ["paged", "full_list", "modified_since", None],
+                    "description": "How XPM is read (docs/sync.md).",
+                },
+                "initial": {
+                    "type": ["boolean", "null"],
+                    "description": "The practice's first (baseline) sync: no per-client events.",
+                },
+                "requested_at": iso,
+                "started_at": iso,
+                "finished_at": iso,
+                "error": {"type": ["string", "null"]},
+                "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "synced": {"type": "boolean", "description": "A finished snapshot of this practice exists."},
+                "last_completed_at": iso,
+                "next_sync_at": iso,
+            },
+        },
+        "SyncedClientPage": {
+            "type": "object",
+            "required": ["clients", "next_cursor", "synced", "sync"],
+            "properties": {
+                "clients": {
+                    "type": "array",
+                    "items": _ref("Client"),
+                    "description": "Summary fields (docs/sync.md) plus updated_at.",
+                },
+                "next_cursor": {"type": ["string", "null"]},
+                "synced": {"type": "boolean"},
+                "sync": _ref("SyncStatus"),
+            },
         },
     }
 
@@ -737,12 +840,13 @@ def build_document(settings: Settings) -> dict[str, Any]:
                 },
                 **_vendor_paths(),
                 **_xpm_paths(),
+                **_sync_paths(),
                 **_browser_paths(),
                 **_webhook_paths(),
             }
         ),
         "components": {
-            "schemas": {**_schemas(), **_webhook_schemas()},
+            "schemas": {**_schemas(), **_webhook_schemas(), **_sync_schemas()},
             "securitySchemes": {
                 "httpMessageSignature": {
                     "type": "apiKey",

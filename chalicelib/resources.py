@@ -131,7 +131,18 @@ TABLES: tuple[TableDef, ...] = (
     TableDef("rate_limits", Key("bucket"), ttl_attribute="expires_at_ttl", purpose="rate governor"),
     TableDef("pushes", Key("push_id"), ttl_attribute="expires_at_ttl", purpose="push jobs"),
     TableDef(
-        "client_snapshots", Key("tenant_key"), Key("client_uuid"), purpose="synced XPM client fingerprints"
+        "client_snapshots",
+        Key("tenant_key"),
+        Key("client_uuid"),
+        indexes=(Index("by_updated", Key("tenant_key"), Key("updated_at", "N")),),
+        purpose="synced XPM client fingerprints",
+    ),
+    TableDef(
+        "syncs",
+        Key("sync_key"),
+        indexes=(Index("by_next_sync", Key("sync_shard"), Key("next_sync_at", "N")),),
+        ttl_attribute="expires_at_ttl",
+        purpose="change-feed sync state per tenant, fingerprint buckets, pages seen by a pass",
     ),
     TableDef(
         "webhook_attempts",
@@ -152,6 +163,7 @@ QUEUES: tuple[QueueDef, ...] = (
         purpose="refreshed token sets (sealed) that DynamoDB did not take; applied under fences",
         attributes={"MessageRetentionPeriod": "1209600"},
     ),
+    QueueDef("sync", visibility_timeout=960, purpose="change-feed syncs (one practice per message)"),
 )
 
 

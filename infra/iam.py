@@ -86,9 +86,11 @@ FUNCTIONS: dict[str, Needs] = {
             "idempotency": "write",
             "rate_limits": "write",
             "pushes": "write",
+            "syncs": "write",
+            "client_snapshots": "read",
         },
-        indexes=("connections/by_grant",),
-        sends=("pushes", "webhooks", "token_rescue"),
+        indexes=("connections/by_grant", "client_snapshots/by_updated"),
+        sends=("pushes", "webhooks", "token_rescue", "sync"),
         kms="encrypt",
     ),
     "push_worker": Needs(
@@ -128,6 +130,27 @@ FUNCTIONS: dict[str, Needs] = {
     "token_rescue_worker": Needs(
         tables={"grants": "write"},
         consumes="token_rescue",
+        kms="encrypt",
+    ),
+    "sync_planner": Needs(
+        tables={"syncs": "write"},
+        indexes=("syncs/by_next_sync",),
+        sends=("sync",),
+    ),
+    "sync_worker": Needs(
+        tables={
+            "vendors": "read",
+            "syncs": "write",
+            "client_snapshots": "write",
+            "events": "write",
+            "rate_limits": "write",
+            "grants": "write",
+            "connections": "write",
+            "audit": "write",
+        },
+        indexes=("connections/by_grant", "client_snapshots/by_updated"),
+        sends=("sync", "webhooks", "token_rescue"),
+        consumes="sync",
         kms="encrypt",
     ),
     "webhook_dispatcher": Needs(

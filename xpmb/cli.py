@@ -146,6 +146,14 @@ def _connections_rotate(args: argparse.Namespace) -> int:
     return 0 if not summary.failed else 1
 
 
+def _sync(args: argparse.Namespace) -> int:
+    from xpmb.sync import sync_tenants
+
+    summary = sync_tenants(args.tenants, enqueue=args.enqueue, max_wait=args.max_wait)
+    _emit(args, summary.to_json(), summary.lines())
+    return 0 if not summary.failed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xpm-broker", description="Operate an xpm-broker deployment.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -206,6 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     rotate_grants.add_argument("--dry-run", action="store_true", help="list what would be rotated")
     rotate_grants.add_argument("--json", action="store_true")
     rotate_grants.set_defaults(func=_connections_rotate)
+
+    sync = commands.add_parser(
+        "sync",
+        help="sync practices' XPM clients now (change feed), in this process, with progress and a summary",
+        description=(
+            "Sync each TENANT's XPM client list now: fingerprints compared, xpm.client.* events for "
+            "real changes, sync.completed at the end (docs/sync.md). A sync already queued or "
+            "running for the tenant is joined, not doubled. Exit status 1 if any tenant failed."
+        ),
+    )
+    sync.add_argument(
+        "tenants", nargs="+", metavar="TENANT", help="VENDOR_ID/TENANT_REF (see `tenants list VENDOR_ID`)"
+    )
+    sync.add_argument("--enqueue", action="store_true", help="only queue the syncs for the SQS worker")
+    sync.add_argument(
+        "--max-wait",
+        type=float,
+        default=900.0,
+        help="seconds to wait out rate limits in this process before handing the sync to the worker",
+    )
+    sync.add_argument("--json", action="store_true")
+    sync.set_defaults(func=_sync)
     return parser
 
 

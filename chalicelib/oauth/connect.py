@@ -35,6 +35,7 @@ from chalicelib.oauth.xero_clock import xero_now
 from chalicelib.oauth.xero_connections import XeroConnection, choose_practice, list_connections
 from chalicelib.oauth.xero_identity import TokenSet, authorization_url, exchange_code
 from chalicelib.storage import StorageUnavailable, find, is_conditional_failure, transaction, ttl_at
+from chalicelib.sync.schedule import schedule_first_sync
 from chalicelib.tenants.models import Connection, Vendor, authorised_by
 from chalicelib.tenants.vendors import get_vendor
 from chalicelib.web.pages import PageProblem
@@ -334,6 +335,7 @@ def _store(
             tx.save(grant)
             tx.save(connection)
             tx.save(outbox_event(vendor.vendor_id, event_type, data, now))
+            schedule_first_sync(tx, vendor.vendor_id, session.tenant_ref, now)  # change feed (issue 6)
             tx.save(
                 audit_record(
                     vendor.vendor_id,

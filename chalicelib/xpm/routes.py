@@ -35,13 +35,9 @@ def search_clients(tenant_ref: str) -> Response:
     params = dict(bp.current_request.query_params or {})
     query = params.get("search")
     if query is None:
-        raise BrokerError(
-            "search_required",
-            422,
-            "Search required",
-            "Give ?search=TEXT (at least 3 characters). The synced client list is not available yet.",
-            extra={"field": "search"},
-        )
+        from chalicelib.sync.listing import list_synced_clients
+
+        return Response(body=list_synced_clients(vendor, tenant_ref, params))
     if len(query.strip()) < MIN_SEARCH:
         raise BrokerError(
             "search_too_short",

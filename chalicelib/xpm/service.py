@@ -167,13 +167,16 @@ def active_connection(vendor: Vendor, tenant_ref: str) -> Connection:
     return connection
 
 
-def tenant_xpm(vendor: Vendor, tenant_ref: str) -> TenantXpm:
+def tenant_xpm(vendor: Vendor, tenant_ref: str, *, max_body: int | None = None) -> TenantXpm:
+    """``max_body``: a larger response cap (wire and decoded) for whole-practice reads (sync)."""
     connection = active_connection(vendor, tenant_ref)
     assert connection.grant_id and connection.xero_tenant_id
+    caps = {} if max_body is None else {"max_body": max_body, "max_decoded": max_body}
     client = XpmClient(
         base_url=get_settings().xpm_base_url,
         tenant_id=connection.xero_tenant_id,
         tokens=GrantTokens(connection.grant_id),
         governor=governor_for(vendor.xero_client_id),
+        **caps,
     )
     return TenantXpm(connection, client)

@@ -6,6 +6,7 @@ import pytest
 
 import chalicelib.audit
 import chalicelib.oauth.models
+import chalicelib.sync.models
 import chalicelib.tenants.models
 import chalicelib.webhooks.models
 import chalicelib.xpm.governor

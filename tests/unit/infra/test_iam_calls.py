@@ -63,6 +63,8 @@ def _api_journeys(broker: BrokerUnderTest) -> None:
         headers={"Idempotency-Key": "iam-push-1"},
     )
     _signed_ok(broker, "GET", f"/v1/tenants/firm-1/xpm/pushes/{accepted['push_id']}")
+    _signed_ok(broker, "POST", "/v1/tenants/firm-1/xpm/sync")
+    _signed_ok(broker, "GET", "/v1/tenants/firm-1/xpm/clients?limit=5")
 
 
 def _webhook_journeys(broker: BrokerUnderTest, receiver_url: str) -> None:
@@ -160,3 +162,5 @@ def test_every_call_a_function_makes_is_allowed_by_its_policy(recorded: Recorder
     assert "kms:Decrypt" in seen["rotation_worker"] and "kms:Decrypt" in seen["push_worker"]
     assert {"kms:Decrypt", "dynamodb:PutItem"} <= seen["webhook_worker"]
     assert "dynamodb:Query" in seen["webhook_dispatcher"]
+    assert "dynamodb:Query" in seen["sync_planner"]
+    assert "dynamodb:UpdateItem" in seen["sync_worker"]
