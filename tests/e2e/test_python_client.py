@@ -77,6 +77,27 @@ def test_push_runs_to_completion(broker: XpmBroker, tenant: str) -> None:
     assert push["status"] == "completed", push
 
 
+def test_sync_then_the_synced_list_in_pages(broker: XpmBroker, tenant: str) -> None:
+    accepted = broker.start_sync(tenant)
+    assert accepted["sync_id"]
+    status = broker.wait_for_sync(tenant, timeout=120)
+    assert status["synced"] is True
+    listed = list(broker.iter_clients(tenant, page_size=50))  # 200 seeded clients: several pages
+    uuids = [c["uuid"] for c in listed]
+    assert len(uuids) == len(set(uuids)) > 50
+    assert any(c["name"] == "Bloggs Electrical Pty Ltd" for c in listed)
+    assert list(broker.iter_clients(tenant, updated_since="2999-01-01T00:00:00Z")) == []
+
+
+def test_webhook_endpoint_and_event_log(broker: XpmBroker, tenant: str) -> None:
+    endpoint = broker.get_webhook_endpoint()
+    assert endpoint["status"] in {"active", "not_configured", "disabled"}
+    types = [e["type"] for e in broker.iter_events(page_size=2)]  # pages of two
+    assert "connection.created" in types
+    first = next(broker.iter_events(page_size=1))
+    assert broker.redeliver_event(first["id"])["delivery"]["status"] == "pending"
+
+
 def test_errors_carry_the_problem_code(broker: XpmBroker, tenant: str) -> None:
     with pytest.raises(BrokerError) as unknown:
         broker.get_connection("nobody-here")

@@ -26,6 +26,7 @@ from xpmb_client.types import (
     Push,
     PushAccepted,
     SyncAccepted,
+    SyncStatus,
     WebhookEndpoint,
 )
 
@@ -219,6 +220,22 @@ class XpmBroker:
         """Ask for a change-feed sync of this practice now (202)."""
         result: SyncAccepted = self._json("POST", f"/v1/tenants/{_segment(tenant_ref)}/xpm/sync")
         return result
+
+    def get_sync(self, tenant_ref: str) -> SyncStatus:
+        """The practice's current or last sync; ``synced`` says whether the list is complete."""
+        result: SyncStatus = self._json("GET", f"/v1/tenants/{_segment(tenant_ref)}/xpm/sync")
+        return result
+
+    def wait_for_sync(self, tenant_ref: str, *, timeout: float = 300.0, interval: float = 1.0) -> SyncStatus:
+        """Poll until the practice's synced list is complete (``synced``) and no sync runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.get_sync(tenant_ref)
+            if status.get("synced") and status.get("status") not in {"queued", "running"}:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sync of {tenant_ref} still {status.get('status')} after {timeout} s")
+            time.sleep(interval)
 
     # -- webhooks and events -------------------------------------------------------------
     def get_webhook_endpoint(self) -> WebhookEndpoint:

@@ -58,6 +58,16 @@ class Push(TypedDict, total=False):
 class SyncAccepted(TypedDict, total=False):
     sync_id: str
     status: str
+    started: bool
+
+
+class SyncStatus(TypedDict, total=False):
+    sync_id: str | None
+    status: str  # not_started | queued | running | completed | failed ...
+    synced: bool
+    counts: dict[str, int]
+    last_completed_at: str | None
+    next_sync_at: str | None
 
 
 class WebhookEndpoint(TypedDict, total=False):
