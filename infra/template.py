@@ -298,6 +298,48 @@ def log_group_id(function: str) -> str:
     return f"{function_id(function)}Logs"
 
 
+# API Gateway answers some requests itself (an unknown path, a throttled stage, a body over its
+# limit, an integration timeout) before any Lambda runs: those bodies are problem+json too
+# (contract §4), with the request id. Each type gets one fixed status so the body can state it.
+GATEWAY_PROBLEMS: dict[str, tuple[int, str, str]] = {
+    "MISSING_AUTHENTICATION_TOKEN": (404, "not_found", "Not found"),  # API Gateway's 403 for no route
+    "THROTTLED": (429, "rate_limited", "Too many requests"),
+    "REQUEST_TOO_LARGE": (413, "payload_too_large", "Payload too large"),
+    "INTEGRATION_TIMEOUT": (504, "upstream_unavailable", "Service unavailable"),
+    "DEFAULT_4XX": (400, "bad_request", "Bad request"),
+    "DEFAULT_5XX": (502, "upstream_unavailable", "Service unavailable"),
+}
+
+
+def gateway_responses() -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    for response_type, (status, code, title) in GATEWAY_PROBLEMS.items():
+        body = json.dumps(
+            {
+                "type": f"https://xpm-broker.dev/problems/{code}",
+                "title": title,
+                "status": status,
+                "detail": "$context.error.messageString",
+                "code": code,
+                "request_id": "$context.requestId",
+            }
+        ).replace('"$context.error.messageString"', "$context.error.messageString")
+        resources[logical_id("gateway", response_type.lower())] = {
+            "Type": "AWS::ApiGateway::GatewayResponse",
+            "Properties": {
+                "RestApiId": {"Ref": "RestAPI"},
+                "ResponseType": response_type,
+                "StatusCode": str(status),
+                "ResponseParameters": {
+                    "gatewayresponse.header.Content-Type": "'application/problem+json'",
+                    "gatewayresponse.header.X-Request-Id": "context.requestId",
+                },
+                "ResponseTemplates": {"application/json": body},
+            },
+        }
+    return resources
+
+
 def build_merge_template(stage: str) -> dict[str, Any]:
     settings = build_settings(
         {"XPMB_STAGE": stage, "XPMB_KMS_KEY_ID": f"alias/xpmb-{stage}", "XPMB_PUBLIC_URL": NAMES_ONLY}
@@ -311,6 +353,7 @@ def build_merge_template(stage: str) -> dict[str, Any]:
     resources.update(_alarm_topic())
     resources.update(alarms())
     resources.update(function_patches(stage))
+    resources.update(gateway_responses())
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"xpm-broker ({stage})",

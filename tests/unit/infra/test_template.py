@@ -221,3 +221,27 @@ def test_functions_get_the_stage_environment_and_a_log_group() -> None:
         # Signature rejections are audited in these logs only (docs/security.md, area 8): the
         # DSPANZ bar is 12 months of audit logs (security-checklist C5: >= 400 days).
         assert log_group["RetentionInDays"] >= 400
+
+
+def test_api_gateways_own_errors_are_problem_json() -> None:
+    import json as json_module
+
+    from infra.template import build_merge_template
+
+    responses = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in build_merge_template("prod")["Resources"].values()
+        if r.get("Type") == "AWS::ApiGateway::GatewayResponse"
+    }
+    assert {"MISSING_AUTHENTICATION_TOKEN", "DEFAULT_4XX", "DEFAULT_5XX", "THROTTLED"} <= set(responses)
+    for props in responses.values():
+        assert props["RestApiId"] == {"Ref": "RestAPI"}
+        headers = props["ResponseParameters"]
+        assert headers["gatewayresponse.header.Content-Type"] == "'application/problem+json'"
+        # API Gateway substitutes the quoted message; with a sample quoted value it is valid JSON.
+        rendered = props["ResponseTemplates"]["application/json"].replace(
+            "$context.error.messageString", '"Missing Authentication Token"'
+        )
+        problem = json_module.loads(rendered.replace("$context.requestId", "req-1"))
+        assert problem["status"] == int(props["StatusCode"])
+        assert set(problem) >= {"type", "title", "status", "detail", "code"}
