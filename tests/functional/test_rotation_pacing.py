@@ -73,7 +73,13 @@ def test_refreshes_are_spread_over_slots_and_counted_in_the_app_minute(local_aws
     assert len(clock.slept) == 2
     assert all(0.9 <= s <= 1.1 for s in clock.slept) and 2.0 <= sum(clock.slept) <= 2.1
     # The governor counts on real time: the calls fell in this minute (or the next, at a boundary).
-    assert _app_minute_calls("APP1", start) + _app_minute_calls("APP1", start + 60) == 6
+    # It takes the app minute in small per-instance leases (xpm/governor.py), so the stored count is
+    # the 6 calls plus what this instance reserved and has not used yet: never fewer than used.
+    governor = governor_for("APP1")
+    unused = sum(governor._app_leases.values())
+    stored = _app_minute_calls("APP1", start) + _app_minute_calls("APP1", start + 60)
+    assert stored == 6 + unused
+    assert unused < 20
     with pytest.raises(PacingDeferred):  # the next slot is full too and the deadline is near
         for _ in range(3):
             pace_refresh("APP1", time.monotonic() + 0.5, per_minute=120, clock=clock, sleep=clock.sleep)
