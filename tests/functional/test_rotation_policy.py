@@ -102,7 +102,9 @@ def test_ninety_idle_days_keep_every_connection_refreshable(broker: BrokerUnderT
         assert plan_rotation(enqueue=False).oldest_age_days < 45
     for grant in grants:
         stored = Grant.get(grant.grant_id, consistent_read=True)
-        assert stored.status == "active" and stored.version == grant.version + 4  # days 20, 40, 60, 80
+        # Rotations at days 20, 40, 60, 80; the change feed's first sync (due at connect) may have
+        # refreshed once more on its own, through the same single-flight path.
+        assert stored.status == "active" and grant.version + 4 <= stored.version <= grant.version + 5
         assert sandbox_accepts(broker.sandbox, stored_refresh_token(grant.grant_id))
     assert not events_of(broker.vendor.vendor_id, "connection.expiring_soon")
     assert all(c.status == "active" for c in Connection.query(broker.vendor.vendor_id))
