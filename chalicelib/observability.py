@@ -13,9 +13,12 @@ Nothing here runs at import: the first request or job pays for it (cold start is
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 LOGGER_NAME = "xpmb"
@@ -100,10 +103,25 @@ def clear_context() -> None:
         _logger.thread_safe_clear_keys()
 
 
+_muted = contextvars.ContextVar("xpmb_metrics_muted", default=False)
+
+
+@contextlib.contextmanager
+def metrics_muted() -> Iterator[None]:
+    """No EMF output inside (the operator CLI: its stdout is for people and --json)."""
+    token = _muted.set(True)
+    try:
+        yield
+    finally:
+        _muted.reset(token)
+
+
 def record_metric(
     name: str, value: float = 1.0, unit: str = "Count", *, service: str, **dimensions: str
 ) -> None:
     """One EMF data point now, with ``service`` and the given dimensions (e.g. ``outcome``)."""
+    if _muted.get():
+        return
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_NAMESPACE)

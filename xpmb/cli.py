@@ -240,9 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from chalicelib.observability import metrics_muted
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        # EMF lines are for CloudWatch from Lambda; on an operator's terminal they would only
+        # garble the output (and --json) of commands that refresh or sync.
+        with metrics_muted():
+            return int(args.func(args))
     except BrokerError as error:
         print(f"xpm-broker: {error.code}: {error.detail or error.title}", file=sys.stderr)
         return 1

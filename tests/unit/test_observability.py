@@ -110,3 +110,13 @@ def test_tracing_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     tracer = observability.get_tracer()
     assert tracer is not None
     assert type(tracer).__name__ == "Tracer"
+
+
+def test_metrics_can_be_muted_for_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    from chalicelib.observability import metrics_muted
+
+    with metrics_muted():
+        record_metric("Muted", service="cli")
+    assert '"_aws"' not in capsys.readouterr().out
+    record_metric("Heard", service="cli")  # muting ends with the block
+    assert '"Heard"' in capsys.readouterr().out
