@@ -226,7 +226,8 @@ class DevStack:
         public = env["XPMB_PUBLIC_URL"]
         argv = [
             "vendors", "create", "--name", "Demo Docs",
-            "--xero-client-id", env["XERO_CLIENT_ID"], "--xero-client-secret", env["XERO_CLIENT_SECRET"],
+            # "=" form: a generated secret may start with "-", which argparse would take for an option.
+            f"--xero-client-id={env['XERO_CLIENT_ID']}", f"--xero-client-secret={env['XERO_CLIENT_SECRET']}",
             "--return-url", f"{public}/demo", "--webhook-url", f"{public}/demo/webhooks", "--json",
         ]  # fmt: skip
         created: dict[str, str] = json.loads(self._cli(argv, env))
