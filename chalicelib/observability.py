@@ -135,6 +135,15 @@ def record_metric(
         pass
 
 
+def job_metrics(service: str) -> Any:
+    """A Powertools ``Metrics`` for one job's batch of points (flushed by the job's handler)."""
+    from aws_lambda_powertools import Metrics
+
+    return Metrics(
+        namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_NAMESPACE), service=service
+    )
+
+
 def get_tracer() -> Any:
     """The X-Ray tracer when ``XPMB_TRACING=true`` (patches boto3 and requests), else None.
 

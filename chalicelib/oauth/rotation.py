@@ -404,9 +404,9 @@ def failure_class(exc: BaseException) -> str:
 
 
 def _metrics() -> Any:
-    from aws_lambda_powertools import Metrics
+    from chalicelib.observability import job_metrics
 
-    return Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "xpm-broker"), service="rotation")
+    return job_metrics("rotation")
 
 
 def run_planner(event: Any = None, context: Any = None) -> dict[str, Any]:

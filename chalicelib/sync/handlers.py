@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from typing import Any
@@ -17,9 +16,9 @@ TIME_MARGIN_MIN = 10.0
 
 
 def _metrics() -> Any:
-    from aws_lambda_powertools import Metrics
+    from chalicelib.observability import job_metrics
 
-    return Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "xpm-broker"), service="sync")
+    return job_metrics("sync")
 
 
 def run_planner(event: Any = None, context: Any = None) -> dict[str, Any]:

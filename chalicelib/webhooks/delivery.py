@@ -313,11 +313,9 @@ def _host(url: str) -> str:
 
 
 def _metrics() -> Any:
-    import os
+    from chalicelib.observability import job_metrics
 
-    from aws_lambda_powertools import Metrics
-
-    return Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "xpm-broker"), service="webhooks")
+    return job_metrics("webhooks")
 
 
 def publish_counts(counts: Counter[str]) -> None:
