@@ -132,7 +132,7 @@ def test_a_rescue_message_overtaken_by_a_newer_refresh_is_dropped(
 ) -> None:
     grant = _due_grant(broker)
     aws.arm(UPDATE, "AccessDeniedException", count=1000, body_contains=TOKEN_WRITE)
-    with persistence_budget(0.5), pytest.raises(StorageUnavailable):
+    with persistence_budget(3.0), pytest.raises(StorageUnavailable):  # room for 3 writes + parking under load
         rotate_grant(grant.grant_id)
     (message,) = receive_all(RESCUE)
     aws.clear()
@@ -150,7 +150,7 @@ def test_a_rescue_message_overtaken_by_a_newer_refresh_is_dropped(
 def test_a_rescue_waits_while_another_worker_holds_the_lease(broker: BrokerUnderTest, aws: AwsFaults) -> None:
     grant = _due_grant(broker)
     aws.arm(UPDATE, "AccessDeniedException", count=1000, body_contains=TOKEN_WRITE)
-    with persistence_budget(0.5), pytest.raises(StorageUnavailable):
+    with persistence_budget(3.0), pytest.raises(StorageUnavailable):  # room for 3 writes + parking under load
         rotate_grant(grant.grant_id)
     (message,) = receive_all(RESCUE)
     aws.clear()
