@@ -222,7 +222,9 @@ def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
     applies it under the same fences: parked on the grant item, else sent to the token_rescue
     queue. KMS and DynamoDB throttling are retried by botocore first (aws.py, storage.py). When
     nothing lands before the budget ends, the old refresh token is still stored and Xero
-    accepts it for 30 minutes (§1.5): the SQS retry refreshes again with it.
+    accepts it for 30 minutes (§1.5): the SQS retry refreshes again with it. A budget that ends
+    before ``WRITE_ATTEMPTS`` failures still tries to secure the pair once, so how fast the failing
+    writes fail does not decide whether the pair is secured.
     """
     version = int(grant.version)
     issued_at = xero_now()
@@ -255,6 +257,9 @@ def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
         if time.monotonic() + pause > deadline:
             break
         time.sleep(pause)
+    # Out of time before WRITE_ATTEMPTS failures (slow writes): still secure the pair before giving up.
+    if sealed is not None and failed_writes < WRITE_ATTEMPTS and _secure(grant, owner, sealed, issued_at):
+        raise StorageUnavailable() from failure
     # Never log the token. Xero's grace is the last resort now: the next run must come soon.
     logger.error("refresh_in_doubt: could not store or secure the new tokens of %s", grant.grant_id)
     raise StorageUnavailable() from failure
