@@ -9,9 +9,11 @@ vendor, key, connection and grant reads, the governor's writes, the XPM call its
 the JSON response. Baseline: the same sandbox ``client.api/search`` with the same bearer token
 over one ``requests.Session``, then ``parse_response`` + ``check_status`` + ``clients_json``.
 
-Here every DynamoDB and KMS call is an HTTP round trip to a moto server in this process, sharing
-the 2 cores with the broker and the sandbox; a diagnostic pass after the rounds counts and times
-them so the added time can be read as "AWS round trips" + "everything else".
+Here every DynamoDB and KMS call is an HTTP round trip to a moto server in its own process
+(``bench.stack.moto_process``), which opens a new connection per call (werkzeug's server closes
+each one) and runs moto's pure-Python request handling: its per-call cost is moto's, not
+DynamoDB's. Each timed request records how long its AWS calls took, so the added time can be
+read as "AWS round trips" + "everything else".
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def run(context: RunContext) -> list[Outcome]:
                 "clients_returned": CLIENT_COUNT,
                 "requests_per_round_and_path": per_round,
                 "per_round_value": "median per-request seconds of the round",
-                "aws": "moto server over loopback HTTP (in this process)",
+                "aws": "moto server over loopback HTTP (own process, a new connection per call)",
                 "xero": "sandbox over loopback HTTP (in this process)",
             },
             metrics=metrics,

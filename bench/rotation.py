@@ -35,9 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -50,6 +47,7 @@ from botocore.exceptions import BotoCoreError
 
 from bench.context import RunContext
 from bench.results import Outcome, Result, Target
+from bench.stack import moto_process
 
 NAME = "rotation"
 APP_PER_MINUTE = 360  # the sandbox's app-wide limit for the throughput line
@@ -96,52 +94,26 @@ def _rotation_stack() -> Iterator[dict[str, Any]]:
     from xpmb.bootstrap import bootstrap
 
     env = pytest.MonkeyPatch()
-    port = _free_port()
-    moto = subprocess.Popen(
-        [sys.executable, "-m", "bench.fast_moto", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    sandbox = SandboxServer(SandboxState(SandboxConfig(clients_per_practice=10))).start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        _wait_http(f"{endpoint}/moto-api/")
-        for name, value in _FAKE_AWS.items():
-            env.setenv(name, value)
-        env.delenv("AWS_PROFILE", raising=False)
-        env.setenv("AWS_ENDPOINT_URL", endpoint)
-        env.setenv("XERO_IDENTITY_URL", sandbox.url)
-        env.setenv("XERO_API_URL", sandbox.url)
-        env.setenv("XPMB_GOVERNOR_APP_PER_MINUTE", str(APP_PER_MINUTE))
-        env.setenv("XPMB_ROTATION_PER_MINUTE", str(int(APP_PER_MINUTE * PACE_SHARE)))
-        reset_settings()
-        reset_cipher()
-        bootstrap(get_settings())
-        yield {"sandbox": sandbox, "endpoint": endpoint}
-    finally:
-        env.undo()
-        reset_settings()
-        reset_cipher()
-        sandbox.stop()
-        moto.terminate()
-        moto.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_http(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    with moto_process() as endpoint:
+        sandbox = SandboxServer(SandboxState(SandboxConfig(clients_per_practice=10))).start()
         try:
-            requests.get(url, timeout=2)
-            return
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer")
+            for name, value in _FAKE_AWS.items():
+                env.setenv(name, value)
+            env.delenv("AWS_PROFILE", raising=False)
+            env.setenv("AWS_ENDPOINT_URL", endpoint)
+            env.setenv("XERO_IDENTITY_URL", sandbox.url)
+            env.setenv("XERO_API_URL", sandbox.url)
+            env.setenv("XPMB_GOVERNOR_APP_PER_MINUTE", str(APP_PER_MINUTE))
+            env.setenv("XPMB_ROTATION_PER_MINUTE", str(int(APP_PER_MINUTE * PACE_SHARE)))
+            reset_settings()
+            reset_cipher()
+            bootstrap(get_settings())
+            yield {"sandbox": sandbox, "endpoint": endpoint}
+        finally:
+            env.undo()
+            reset_settings()
+            reset_cipher()
+            sandbox.stop()
 
 
 def _reset_tables() -> None:

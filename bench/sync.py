@@ -14,7 +14,7 @@ nothing else. Both run alternately in the same run (bench/measure.py).
 Lines: ``sync.time`` (measured / baseline time), ``sync.events`` (client events written /
 clients changed: exactly 1.0 is right; more would be duplicates, fewer lost changes), and the
 XPM calls as a ratio to the raw fetch's. The baseline sync of the practice (no client events)
-is reported as a metric. moto serves DynamoDB here, over loopback HTTP, in this process: its
+is reported as a metric. moto serves DynamoDB here, over loopback HTTP, from its own process: its
 per-call cost (and its whole-table copy per transaction item) is not DynamoDB's.
 """
 
