@@ -9,7 +9,12 @@ projection on that small list), so a Query costs what it costs in DynamoDB: abou
 Results are moto's own: the same code runs on a subset that holds every match (tested in
 ``tests/unit/test_bench_fast_moto.py``). Scans and everything else are untouched.
 
-Used by the rotation benchmark only (``python -m bench.fast_moto -p PORT``); tests and ``make run``
+moto's SQS is quadratic the same way: every SendMessage and every received message computes all
+queue attributes, each a pass over every message that reads the clock per message, so queueing
+and consuming 10,000 rotations costs moto tens of minutes. ``install()`` also reads the clock once
+per pass and answers the retention check from the queue's own setting (same values).
+
+Used by the benchmarks only (``python -m bench.fast_moto -p PORT``); tests and ``make run``
 run moto as it is.
 """
 
@@ -87,15 +92,53 @@ def install() -> None:
     _originals.update(query=original_query, all_items=original_all_items)
     Table.all_items = all_items  # type: ignore[method-assign]
     Table.query = query  # type: ignore[method-assign]
+    _install_sqs()
+
+
+def _install_sqs() -> None:
+    from moto.core.utils import unix_time, unix_time_millis
+    from moto.sqs.models import Queue, SQSBackend
+
+    def not_visible(self: Any) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if not now > m.visible_at)
+
+    def delayed(self: Any) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def messages(self: Any) -> list[Any]:
+        now = unix_time_millis()
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def retained(self: Any, queue_name: str, message: Any) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention + message.sent_timestamp / 1000 > unix_time())
+
+    _originals.update(
+        sqs_not_visible=Queue.approximate_number_of_messages_not_visible,
+        sqs_delayed=Queue.approximate_number_of_messages_delayed,
+        sqs_messages=Queue.messages,
+        sqs_retained=SQSBackend.is_message_valid_based_on_retention_period,
+    )
+    Queue.approximate_number_of_messages_not_visible = property(not_visible)  # type: ignore[assignment,method-assign]
+    Queue.approximate_number_of_messages_delayed = property(delayed)  # type: ignore[assignment,method-assign]
+    Queue.messages = property(messages)  # type: ignore[assignment,method-assign]
+    SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
     if not _originals:
         return
     from moto.dynamodb.models.table import Table
+    from moto.sqs.models import Queue, SQSBackend
 
     Table.query = _originals.pop("query")  # type: ignore[method-assign]
     Table.all_items = _originals.pop("all_items")  # type: ignore[method-assign]
+    Queue.approximate_number_of_messages_not_visible = _originals.pop("sqs_not_visible")  # type: ignore[method-assign]
+    Queue.approximate_number_of_messages_delayed = _originals.pop("sqs_delayed")  # type: ignore[method-assign]
+    Queue.messages = _originals.pop("sqs_messages")  # type: ignore[method-assign]
+    SQSBackend.is_message_valid_based_on_retention_period = _originals.pop("sqs_retained")  # type: ignore[method-assign]
 
 
 def _flatten(table: Any) -> list[Any]:

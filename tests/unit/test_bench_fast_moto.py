@@ -149,3 +149,44 @@ def test_a_narrowed_query_does_not_sort_the_whole_table(table: Any) -> None:
         fast_moto.uninstall()
     assert full >= 299  # moto sorts all 300 items: at least n - 1 comparisons
     assert narrowed < full / 4  # only g3's ~14 items are sorted
+
+
+def test_sqs_answers_like_moto_with_the_patched_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queue counts, receives (visibility, delay) and retention read the same through the patch."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+    def journey() -> list[Any]:
+        with mock_aws():
+            sqs = boto3.client("sqs", region_name="us-east-1")
+            url = sqs.create_queue(QueueName="q", Attributes={"MessageRetentionPeriod": "600"})["QueueUrl"]
+            sqs.send_message_batch(
+                QueueUrl=url, Entries=[{"Id": str(n), "MessageBody": f"m{n}"} for n in range(10)]
+            )
+            sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+            seen: list[Any] = []
+            names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            names.append("ApproximateNumberOfMessagesDelayed")
+            seen.append(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"])
+            got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=4, VisibilityTimeout=60)
+            seen.append(sorted(m["Body"] for m in got["Messages"]))
+            seen.append(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"])
+            rest = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+            seen.append(sorted(m["Body"] for m in rest["Messages"]))
+            seen.append(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"])
+            return seen
+
+    expected = journey()
+    fast_moto.install()
+    try:
+        patched = journey()
+    finally:
+        fast_moto.uninstall()
+    assert patched == expected
+    assert expected[0] == {
+        "ApproximateNumberOfMessages": "10",
+        "ApproximateNumberOfMessagesNotVisible": "0",
+        "ApproximateNumberOfMessagesDelayed": "1",
+    }
+    assert len(expected[1]) == 4 and len(expected[3]) == 6
