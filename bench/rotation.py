@@ -309,6 +309,7 @@ def _consume(count: int) -> tuple[int, int, float, float]:
     from chalicelib.aws import aws_client
     from chalicelib.config import get_settings
     from chalicelib.oauth.rotation import handle_rotation_messages
+    from chalicelib.observability import metrics_muted
     from xpmb.pump import FakeLambdaContext, _sqs_record
 
     settings = get_settings()
@@ -336,7 +337,8 @@ def _consume(count: int) -> tuple[int, int, float, float]:
                 continue
             idle = 0
             event = {"Records": [_sqs_record(m, arn, settings.aws_region) for m in messages]}
-            result = handle_rotation_messages(event, FakeLambdaContext("rotation_worker", 120))
+            with metrics_muted():  # no EMF line per refresh in the report (a ContextVar: per thread)
+                result = handle_rotation_messages(event, FakeLambdaContext("rotation_worker", 120))
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
             done = [m for m in messages if m["MessageId"] not in failed]
             if done:
