@@ -37,6 +37,7 @@ import math
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -254,7 +255,8 @@ def _throughput(stack: dict[str, Any], count: int) -> Result:
     plan_started = time.perf_counter()
     report = plan_rotation()
     plan_seconds = time.perf_counter() - plan_started
-    rotated, failed, started, finished = _consume(count)
+    outcomes, failed, started, finished = _consume(count)
+    rotated = outcomes.get("rotated", 0) + outcomes.get("applied_parked", 0)
     elapsed = finished - started
     achieved = rotated / elapsed * 60 if elapsed > 0 else 0.0
     ratio = achieved / APP_PER_MINUTE
@@ -265,6 +267,7 @@ def _throughput(stack: dict[str, Any], count: int) -> Result:
         "grants": count,
         "queued_by_planner": report.enqueued,
         "rotated": rotated,
+        "outcomes": outcomes,
         "failed_deliveries": failed,
         "achieved_per_minute": round(achieved, 1),
         "set_app_per_minute": APP_PER_MINUTE,
@@ -304,13 +307,17 @@ def _throughput(stack: dict[str, Any], count: int) -> Result:
     )
 
 
-def _consume(count: int) -> tuple[int, int, float, float]:
-    """WORKERS threads as the SQS event source: receive up to BATCH, handle, delete the successes."""
+def _consume(count: int) -> tuple[dict[str, int], int, float, float]:
+    """WORKERS threads as the SQS event source: receive up to BATCH, handle, delete the successes.
+
+    SQS delivers at least once (moto's server too: concurrent receives can hand out one message
+    twice), so messages handled is not grants rotated: the worker's own outcome counts (what it
+    publishes as metrics) are read instead, and the run ends when ``count`` grants were rotated
+    (or the queue stays empty).
+    """
     from chalicelib.aws import aws_client
     from chalicelib.config import get_settings
-    from chalicelib.oauth.rotation import handle_rotation_messages
-    from chalicelib.observability import metrics_muted
-    from xpmb.pump import FakeLambdaContext, _sqs_record
+    from chalicelib.oauth import rotation
 
     settings = get_settings()
     sqs = aws_client("sqs")
@@ -318,8 +325,19 @@ def _consume(count: int) -> tuple[int, int, float, float]:
     url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
     arn = f"arn:aws:sqs:{settings.aws_region}:123456789012:{queue}"
     lock = threading.Lock()
-    totals = {"rotated": 0, "failed": 0, "last": 0.0}
+    outcomes: Counter[str] = Counter()
+    totals = {"failed": 0, "last": 0.0}
     stop = threading.Event()
+    publish = rotation.publish_counts
+
+    def counted(counts: Counter[str]) -> None:
+        with lock:
+            outcomes.update(counts)
+            if counts.get("rotated", 0) or counts.get("applied_parked", 0):
+                totals["last"] = time.perf_counter()
+            if outcomes["rotated"] + outcomes["applied_parked"] >= count:
+                stop.set()
+        publish(counts)
 
     def worker() -> None:
         idle = 0
@@ -336,30 +354,41 @@ def _consume(count: int) -> tuple[int, int, float, float]:
                     return
                 continue
             idle = 0
-            event = {"Records": [_sqs_record(m, arn, settings.aws_region) for m in messages]}
-            with metrics_muted():  # no EMF line per refresh in the report (a ContextVar: per thread)
-                result = handle_rotation_messages(event, FakeLambdaContext("rotation_worker", 120))
-            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
-            done = [m for m in messages if m["MessageId"] not in failed]
-            if done:
-                sqs.delete_message_batch(
-                    QueueUrl=url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-                )
+            failed = _handle_batch(sqs, url, arn, messages)
             with lock:
-                totals["rotated"] += len(done)
-                totals["failed"] += len(failed)
-                totals["last"] = time.perf_counter()
-                if totals["rotated"] >= count:
-                    stop.set()
+                totals["failed"] += failed
 
+    rotation.publish_counts = counted  # type: ignore[assignment]
     started = time.perf_counter()
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(WORKERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=3600)
-    return int(totals["rotated"]), int(totals["failed"]), started, float(totals["last"] or started)
+    try:
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(WORKERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=3600)
+    finally:
+        rotation.publish_counts = publish  # type: ignore[assignment]
+    return dict(outcomes), int(totals["failed"]), started, float(totals["last"] or started)
+
+
+def _handle_batch(sqs: Any, url: str, arn: str, messages: list[dict[str, Any]]) -> int:
+    """What the Lambda event source does with one batch: handle it, delete what did not fail."""
+    from chalicelib.config import get_settings
+    from chalicelib.oauth.rotation import handle_rotation_messages
+    from chalicelib.observability import metrics_muted
+    from xpmb.pump import FakeLambdaContext, _sqs_record
+
+    event = {"Records": [_sqs_record(m, arn, get_settings().aws_region) for m in messages]}
+    with metrics_muted():  # no EMF line per refresh in the report (a ContextVar: per thread)
+        result = handle_rotation_messages(event, FakeLambdaContext("rotation_worker", 120))
+    failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+    done = [m for m in messages if m["MessageId"] not in failed]
+    if done:
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+        )
+    return len(failed)
 
 
 def _lost(sandbox: Any, grant_ids: list[str]) -> int:
