@@ -108,7 +108,11 @@ def moto_process() -> Iterator[str]:
         yield endpoint
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a request thread still open keeps werkzeug serving
+            process.kill()
+            process.wait(timeout=10)
 
 
 def free_port() -> int:
