@@ -253,10 +253,11 @@ def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
             and _secure(grant, owner, sealed, issued_at)
         ):
             raise StorageUnavailable() from failure
-        pause = random.uniform(0, min(MAX_PAUSE, 0.1 * 2**attempt))  # noqa: S311 - jitter
-        if time.monotonic() + pause > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             break
-        time.sleep(pause)
+        # Jittered, but never past the deadline: the last attempt is made at the end of the budget.
+        time.sleep(min(left, random.uniform(0, min(MAX_PAUSE, 0.1 * 2**attempt))))  # noqa: S311 - jitter
     # Out of time before WRITE_ATTEMPTS failures (slow writes): still secure the pair before giving up.
     if sealed is not None and failed_writes < WRITE_ATTEMPTS and _secure(grant, owner, sealed, issued_at):
         raise StorageUnavailable() from failure
