@@ -247,20 +247,17 @@ def _persist(grant: Grant, owner: str, tokens: TokenSet) -> int:
             failed_writes += 1
         except KeyServiceUnavailable as exc:
             failure = exc
-        if (
-            failed_writes >= WRITE_ATTEMPTS
-            and sealed is not None
-            and _secure(grant, owner, sealed, issued_at)
-        ):
-            raise StorageUnavailable() from failure
         left = deadline - time.monotonic()
+        # Secure the pair after WRITE_ATTEMPTS failed writes, or at the end of the budget however
+        # few writes fitted in it (slow failures), before giving up.
+        if (failed_writes >= WRITE_ATTEMPTS or left <= 0) and sealed is not None:
+            if _secure(grant, owner, sealed, issued_at):
+                raise StorageUnavailable() from failure
+            left = deadline - time.monotonic()  # securing took time too
         if left <= 0:
             break
         # Jittered, but never past the deadline: the last attempt is made at the end of the budget.
         time.sleep(min(left, random.uniform(0, min(MAX_PAUSE, 0.1 * 2**attempt))))  # noqa: S311 - jitter
-    # Out of time before WRITE_ATTEMPTS failures (slow writes): still secure the pair before giving up.
-    if sealed is not None and failed_writes < WRITE_ATTEMPTS and _secure(grant, owner, sealed, issued_at):
-        raise StorageUnavailable() from failure
     # Never log the token. Xero's grace is the last resort now: the next run must come soon.
     logger.error("refresh_in_doubt: could not store or secure the new tokens of %s", grant.grant_id)
     raise StorageUnavailable() from failure
